@@ -1,0 +1,57 @@
+# hastack — the two commands: `make demo` and `make test`. Both set up what they need on a fresh
+# Debian 12 machine (run as root for the Debian packages): a virtualenv with hastack and its
+# development tools, Debian's fence-agents and ipmitool, and for the tests the real-Nova oracle
+# in its own virtualenv.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEBS := fence-agents ipmitool
+PYTEST_ARGS ?=
+
+.PHONY: all setup debs oracle lint test test-fast demo bench clean
+
+all: test
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "hastack needs Python 3.11+"; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: apt-get install python3-venv"; exit 1; }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/.installed
+
+# Debian packages the tests and the demo use as outside clients of the simulated BMCs.
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (run as root, or apt-get install them)"; exit 1; fi; \
+	fi
+
+# Real Nova 34 + Placement 16 in their own virtualenv: the contract suite's oracle.
+oracle:
+	bash scripts/oracle-venv.sh
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+test: setup debs oracle lint
+	HASTACK_REQUIRE_ORACLE=1 $(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+
+demo: setup debs
+	$(BIN)/python -m hastack demo
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .venv-oracle .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

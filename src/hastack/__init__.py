@@ -1,0 +1,3 @@
+"""hastack: high availability for OpenStack."""
+
+__version__ = "0.1.0"

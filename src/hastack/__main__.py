@@ -1,0 +1,5 @@
+import sys
+
+from hastack.cli.main import main
+
+sys.exit(main())

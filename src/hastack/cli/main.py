@@ -1,0 +1,51 @@
+"""The ``hastack`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hastack import __version__
+from hastack.cli import sim
+from hastack.demo import run as run_demo
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hastack", description="High availability for OpenStack.")
+    parser.add_argument("--version", action="version", version=f"hastack {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sim.register(sub)
+    demo = sub.add_parser("demo", help="run the demo against a simulated cloud")
+    demo.add_argument("--workdir", type=Path, help="where the simulator writes its files")
+    demo.set_defaults(func=lambda a: run_demo(a.workdir))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: int = args.func(args)
+    except (sim.SimCliError, CliError) as exc:
+        print(f"hastack: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

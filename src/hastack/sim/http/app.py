@@ -1,0 +1,120 @@
+"""The simulator's WSGI application and its threaded HTTP server on 127.0.0.1.
+
+All faces share one port, devstack-style: ``/identity``, ``/compute/v2.1``, ``/placement``,
+``/image``, plus ``/control`` for failure injection.  For every request the app checks the
+Keystone token (except version documents and the control port's paths), then any API fault
+injected for that endpoint (latency first, then the error status).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from hastack.sim.errors import CloudError
+from hastack.sim.http.base import ApiFace, Reply
+
+if TYPE_CHECKING:
+    from hastack.sim.cloud import SimCloud
+
+log = logging.getLogger(__name__)
+
+
+def default_faces() -> list[type[ApiFace]]:
+    # Imported here: the faces import the cloud, which imports this package (a cycle at load).
+    from hastack.sim.http.control import ControlFace  # noqa: PLC0415
+    from hastack.sim.http.glance import GlanceFace  # noqa: PLC0415
+    from hastack.sim.http.keystone import KeystoneFace  # noqa: PLC0415
+    from hastack.sim.http.nova import NovaFace  # noqa: PLC0415
+    from hastack.sim.http.placement import PlacementFace  # noqa: PLC0415
+
+    return [KeystoneFace, NovaFace, PlacementFace, GlanceFace, ControlFace]
+
+
+class SimApp:
+    def __init__(self, cloud: SimCloud, faces: Iterable[type[ApiFace]] | None = None) -> None:
+        self.cloud = cloud
+        self.faces: list[ApiFace] = []
+        for face_cls in faces if faces is not None else default_faces():
+            self.faces.append(face_cls(cloud, f"{cloud.base_url}{face_cls.prefix}"))
+        # Longest prefix first so "/compute" never shadows a longer mount.
+        self.faces.sort(key=lambda f: len(f.prefix), reverse=True)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        response = self.handle(request)
+        return response(environ, start_response)
+
+    def handle(self, request: Request) -> Response:
+        path = request.path
+        for face in self.faces:
+            if path == face.prefix or path.startswith(face.prefix + "/"):
+                return self._serve(face, request, path[len(face.prefix) :])
+        return Response('{"error": "not found"}', 404, content_type="application/json")
+
+    def _serve(self, face: ApiFace, request: Request, sub: str) -> Response:
+        token = None
+        if face.requires_token and not _is_version_document(sub):
+            now = self.cloud.world.clock.now()
+            token = self.cloud.tokens.validate(request.headers.get("X-Auth-Token"), now)
+            if token is None:
+                err = CloudError("The request you have made requires authentication.")
+                err.status = 401
+                err.nova_key = "unauthorized"
+                return face.render_error(err)
+        if face.service_type != "control":
+            with self.cloud.world.lock:
+                fault = self.cloud.api_faults.take(face.service_type, request.method, sub)
+            if fault is not None:
+                if fault.latency:
+                    time.sleep(fault.latency)
+                if fault.status is not None:
+                    err = CloudError(f"injected fault {fault.id}: HTTP {fault.status}")
+                    err.status = fault.status
+                    return face.render_error(err)
+        return face.dispatch(request, sub, token)
+
+
+def _is_version_document(sub: str) -> bool:
+    parts = [p for p in sub.split("/") if p]
+    return len(parts) == 0 or (len(parts) == 1 and parts[0].startswith("v"))
+
+
+class SimServer:
+    """Serves a :class:`SimApp` from a thread; ``port=0`` picks a free port."""
+
+    def __init__(self, cloud: SimCloud, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.cloud = cloud
+        self._server = make_server(host, port, self._app, threaded=True)
+        self.port = self._server.port
+        cloud.base_url = f"http://{host}:{self.port}"
+        self.app = SimApp(cloud)
+        self._thread: threading.Thread | None = None
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        return self.app(environ, start_response)
+
+    @property
+    def url(self) -> str:
+        return self.cloud.base_url
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="sim-http", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+__all__ = ["Reply", "SimApp", "SimServer"]

@@ -1,0 +1,49 @@
+"""The shape of a running cloud under test, shared by every backend.
+
+Control protocol (HTTP+JSON on ``control_url``), implemented by the simulator and by the
+real-Nova oracle alike, so the contract tests never know which one they talk to:
+
+- ``GET  /control/info`` -> ``{"backend": str, "hosts": [str], "service_down_time": int,
+  "report_interval": int}``
+- ``POST /control/hosts/{host}/fail``  body ``{"mode": "power" | "compute-crash" | ...}``
+  -> 200 ``{"host": str, "mode": str}``; 400 ``{"error": str}`` for a mode the backend lacks;
+  404 for an unknown host.
+- ``POST /control/hosts/{host}/recover`` -> 200 ``{"host": str}``: the host and its services
+  come back (a restarted compute service cleans up instances evacuated away from it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import requests
+
+
+@dataclasses.dataclass
+class Control:
+    url: str
+
+    def info(self) -> dict[str, Any]:
+        r = requests.get(f"{self.url}/control/info", timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def fail(self, host: str, mode: str = "power") -> requests.Response:
+        return requests.post(
+            f"{self.url}/control/hosts/{host}/fail", json={"mode": mode}, timeout=60
+        )
+
+    def recover(self, host: str) -> requests.Response:
+        return requests.post(f"{self.url}/control/hosts/{host}/recover", json={}, timeout=60)
+
+
+@dataclasses.dataclass
+class CloudUnderTest:
+    backend: str  # "sim" or "nova_oracle"
+    clouds_yaml: pathlib.Path  # a clouds.yaml usable by openstacksdk
+    cloud_name: str  # the entry in clouds.yaml
+    control: Control
+    hosts: list[str]  # compute host names, e.g. ["compute01", ...]
+    service_down_time: int  # seconds after which Nova reports a silent service down
