@@ -58,12 +58,15 @@ def measure(hosts: int, instances: int, bmc: bool) -> dict[str, Any]:
         "on" if bmc else "off",
     ]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = workdir / "serve.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     state_file = workdir / "hastack-sim.json"
     try:
         while not state_file.exists():
             if proc.poll() is not None:
-                raise RuntimeError(f"sim serve exited with {proc.returncode}")
+                tail = log_path.read_text()[-2000:]
+                raise RuntimeError(f"sim serve exited with {proc.returncode}:\n{tail}")
             if time.perf_counter() - started > 300:
                 raise RuntimeError("sim serve did not start within 300 s")
             time.sleep(0.05)
@@ -120,6 +123,7 @@ def measure(hosts: int, instances: int, bmc: bool) -> dict[str, Any]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 def run() -> list[dict[str, Any]]:
