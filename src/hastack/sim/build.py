@@ -27,6 +27,7 @@ IMAGES = (
     ("debian-12", 429916160, {"os_distro": "debian", "os_version": "12"}),
 )
 TENANTS = ("web", "db", "batch")
+GROUP_SIZE = 8  # members per seeded anti-affinity group, as small as real ones tend to be
 
 
 @dataclasses.dataclass
@@ -114,25 +115,28 @@ def build_world(world: World, spec: CloudSpec) -> None:
         _seed_instances(world, spec, tenants, groups)
 
 
-def _seed_instances(world: World, spec: CloudSpec, tenants: list[str], groups: list) -> None:
+def _seed_instances(
+    world: World, spec: CloudSpec, tenants: list[str], groups: list[ServerGroup]
+) -> None:
     rng = world.rng
     hosts = list(world.hosts.values())
     flavors = [world.flavors[f[0]] for f in FLAVORS[:4]]
     images = list(world.images.values())
     now = world.clock.now()
+    group_hosts: dict[str, set[str]] = {g.id: set() for g in groups}
     for n in range(spec.instances):
         flavor = flavors[rng.randrange(len(flavors))]
         volume_backed = rng.random() < spec.volume_backed_ratio
         group = None
         if groups and rng.random() < 0.05:
             group = groups[rng.randrange(len(groups))]
+            if len(group.members) >= GROUP_SIZE:
+                group = None
         want = capacity.request_of(flavor, volume_backed)
         host = None
         for _ in range(64):
             candidate = hosts[rng.randrange(len(hosts))]
-            if group is not None and any(
-                world.instances[m].host == candidate.name for m in group.members
-            ):
+            if group is not None and candidate.name in group_hosts[group.id]:
                 continue
             if capacity.fits(candidate, world.usage[candidate.name], want):
                 host = candidate
@@ -166,4 +170,5 @@ def _seed_instances(world: World, spec: CloudSpec, tenants: list[str], groups: l
         inst.running_on.add(host.name)
         if group is not None:
             group.members.append(inst.id)
+            group_hosts[group.id].add(host.name)
     world.invalidate_order()

@@ -98,7 +98,7 @@ class Host:
     compute_running: bool = True
     booted_at: float = 0.0
     bmc_condition: BmcCondition = BmcCondition.OK
-    bmc_delay: float = 3.0
+    bmc_delay: float = 0.4  # below IPMI clients' retry interval, or retransmits run twice
     bmc_username: str = "admin"
     bmc_password: str = "password"
     ipmi_port: int = 0

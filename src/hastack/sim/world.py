@@ -98,6 +98,7 @@ class World:
         self.admin_user = ""
         self.default_az = "nova"
         self._sorted_ids: list[str] | None = None
+        self._positions: dict[str, int] = {}
         self._seq = 0
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
@@ -210,11 +211,14 @@ class World:
         tick = svc.phase + ((now - svc.phase) // interval) * interval
         return max(svc.last_report, tick) if tick >= svc.alive_since else svc.last_report
 
-    def service_is_up(self, host: Host) -> bool:
-        """Nova's servicegroup DB driver: not forced down, heard from within service_down_time."""
+    def service_is_up(self, host: Host, updated_at: float | None = None) -> bool:
+        """Nova's servicegroup DB driver: not forced down, heard from within service_down_time.
+        ``updated_at`` may be passed when the caller has just computed it."""
         if host.service.forced_down:
             return False
-        return self.clock.now() - self.service_updated_at(host) <= self.config.service_down_time
+        if updated_at is None:
+            updated_at = self.service_updated_at(host)
+        return self.clock.now() - updated_at <= self.config.service_down_time
 
     def set_physical(self, host: Host, **changes: Any) -> None:
         """Change a host's physical state, keeping its heartbeat record consistent."""
@@ -266,11 +270,18 @@ class World:
         host: str | None = None,
         project_id: str | None = None,
         predicate: Callable[[Instance], bool] | None = None,
+        marker: str | None = None,
+        limit: int | None = None,
     ) -> list[Instance]:
-        """Instances newest first (Nova's default sort: created_at desc, id desc)."""
+        """Instances newest first (Nova's default sort: created_at desc, id desc).
+
+        ``marker`` continues after that instance's place in the sort order, as Nova's does: it
+        must name an existing instance (NotFound otherwise), filtered out or not.  ``limit``
+        stops after that many matches, so a page costs what it returns, not the whole table.
+        """
         with self.lock:
             if host is not None:
-                ids: Iterable[str] = sorted(
+                ids: list[str] = sorted(
                     self.by_host.get(host, {}),
                     key=lambda i: self._sort_key(self.instances[i]),
                     reverse=True,
@@ -282,10 +293,14 @@ class World:
                         key=lambda i: self._sort_key(self.instances[i]),
                         reverse=True,
                     )
+                    self._positions = {i: n for n, i in enumerate(self._sorted_ids)}
                 ids = self._sorted_ids
-            out = []
-            for i in ids:
-                inst = self.instances[i]
+            start = 0
+            if marker is not None:
+                start = self._after(ids, marker, global_order=host is None)
+            out: list[Instance] = []
+            for n in range(start, len(ids)):
+                inst = self.instances[ids[n]]
                 if inst.vm_state == VmState.DELETED:
                     continue
                 if project_id is not None and inst.project_id != project_id:
@@ -293,7 +308,21 @@ class World:
                 if predicate is not None and not predicate(inst):
                     continue
                 out.append(inst)
+                if limit is not None and len(out) >= limit:
+                    break
             return out
+
+    def _after(self, ids: list[str], marker: str, *, global_order: bool) -> int:
+        mark = self.instances.get(marker)
+        if mark is None:
+            raise BadRequest(f"marker [{marker}] not found")
+        if global_order:
+            return self._positions[marker] + 1
+        key = self._sort_key(mark)
+        for n, i in enumerate(ids):
+            if self._sort_key(self.instances[i]) < key:
+                return n
+        return len(ids)
 
     def record_action(self, inst: Instance, action: str, message: str | None = None) -> None:
         now = self.clock.now()

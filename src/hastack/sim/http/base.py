@@ -7,8 +7,9 @@ raised from the world model or the handler and rendered in the service's own err
 
 from __future__ import annotations
 
-import datetime as dt
+import functools
 import json
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -68,12 +69,17 @@ class ApiRequest:
         return value
 
     def at_least(self, version: str) -> bool:
-        major, minor = (int(p) for p in version.split("."))
-        return self.microversion >= (major, minor)
+        return self.microversion >= _parse_version(version)
 
     @property
     def url_root(self) -> str:
         return self.face.public_url
+
+
+@functools.cache
+def _parse_version(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")
+    return int(major), int(minor)
 
 
 class ApiFace:
@@ -145,9 +151,29 @@ def iso(ts: float | None, *, micro: bool = False, z: bool = True) -> str | None:
     """Timestamps the way OpenStack prints them: ``2026-01-01T00:00:00Z`` or with microseconds."""
     if ts is None:
         return None
-    t = dt.datetime.fromtimestamp(ts, dt.UTC).replace(tzinfo=None)
-    text = t.isoformat(timespec="microseconds" if micro else "seconds")
+    total_us = round(ts * 1_000_000)
+    seconds, us = divmod(total_us, 1_000_000)
+    t = time.gmtime(seconds if micro else int(ts))
+    text = (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    )
+    if micro:
+        text += f".{us:06d}"
     return text + ("Z" if z else "")
+
+
+def page_limit(req: ApiRequest, max_limit: int = 1000) -> int:
+    """The page size Nova serves: ``limit`` capped at max_limit (1,000 by default)."""
+    raw = req.args.get("limit")
+    if raw is None:
+        return max_limit
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest("limit param must be an integer") from None
+    if limit < 0:
+        raise BadRequest("limit param must be positive")
+    return min(limit, max_limit)
 
 
 def paginate(
@@ -155,13 +181,7 @@ def paginate(
 ) -> tuple[list[Any], bool]:
     """limit/marker pagination as Nova does it: the marker is the last id of the previous page;
     an unknown marker is a 400.  Returns the page and whether a ``next`` link is due."""
-    limit_raw = req.args.get("limit")
-    try:
-        limit = min(int(limit_raw), max_limit) if limit_raw is not None else max_limit
-    except ValueError:
-        raise BadRequest("limit param must be an integer") from None
-    if limit < 0:
-        raise BadRequest("limit param must be positive")
+    limit = page_limit(req, max_limit)
     marker = req.args.get("marker")
     start = 0
     if marker is not None:

@@ -14,7 +14,7 @@ from typing import Any
 from hastack.sim import servers
 from hastack.sim.errors import BadRequest, CloudError, Conflict, NotFound
 from hastack.sim.http import nova_resources
-from hastack.sim.http.base import ApiFace, ApiRequest, Reply, iso, paginate
+from hastack.sim.http.base import ApiFace, ApiRequest, Reply, iso, page_limit
 from hastack.sim.model import Instance, VmState
 
 MIN_VERSION = (2, 1)
@@ -222,7 +222,7 @@ class NovaFace(ApiFace):
 
     # ------------------------------------------------------------------ servers
 
-    def _filtered(self, req: ApiRequest) -> list[Instance]:
+    def _filtered(self, req: ApiRequest, marker: str | None, limit: int) -> list[Instance]:
         args = req.args
         admin = self.is_admin(req)
         all_projects = args.get("all_tenants") is not None or args.get("all_projects") is not None
@@ -252,14 +252,16 @@ class NovaFace(ApiFace):
             return not (name_re is not None and not name_re.search(inst.name))
 
         predicate = keep if (status or name_re or vm_state) else None
-        return self.world.list_instances(host=host, project_id=project_id, predicate=predicate)
+        return self.world.list_instances(
+            host=host, project_id=project_id, predicate=predicate, marker=marker, limit=limit
+        )
 
     def _list(self, req: ApiRequest, detail: bool) -> Any:
+        limit = page_limit(req)
         with self.world.lock:
-            items = self._filtered(req)
-            page, more = paginate(items, req, key=lambda i: i.id)
+            page = self._filtered(req, marker=req.args.get("marker"), limit=limit)
             body: dict[str, Any] = {"servers": [self.server_view(req, i, detail) for i in page]}
-        if more and page:
+        if limit and len(page) == limit:
             params = {k: v for k, v in req.args.items() if k != "marker"}
             params["marker"] = page[-1].id
             query = "&".join(f"{k}={v}" for k, v in sorted(params.items()))

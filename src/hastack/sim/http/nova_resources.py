@@ -62,14 +62,16 @@ class Resources:
 
     def service_view(self, req: ApiRequest, host: Host) -> dict[str, Any]:
         svc = host.service
+        updated = self.world.service_updated_at(host)
+        up = self.world.service_is_up(host, updated)
         doc: dict[str, Any] = {
             "id": svc.id if req.at_least("2.53") else svc.legacy_id,
             "binary": svc.binary,
             "host": host.name,
             "zone": host.az,
             "status": svc.status,
-            "state": "up" if self.world.service_is_up(host) else "down",
-            "updated_at": iso(self.world.service_updated_at(host), micro=True, z=False),
+            "state": "up" if up else "down",
+            "updated_at": iso(updated, micro=True, z=False),
             "disabled_reason": svc.disabled_reason,
         }
         if req.at_least("2.11"):
