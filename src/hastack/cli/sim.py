@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--service-down-time", type=_positive_float, default=60.0)
     serve.add_argument("--evacuate-seconds", type=_positive_float, default=3.0)
     serve.add_argument(
+        "--host-boot-seconds",
+        type=_positive_float,
+        default=5.0,
+        help="from power on to nova-compute reporting again (default 5)",
+    )
+    serve.add_argument(
         "--ha-enabled-ratio",
         type=float,
         default=1.0,
@@ -139,6 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         report_interval=args.report_interval,
         service_down_time=args.service_down_time,
         evacuate_seconds=args.evacuate_seconds,
+        host_boot_seconds=args.host_boot_seconds,
     )
     options = SimOptions(
         spec=spec,

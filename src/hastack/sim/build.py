@@ -163,6 +163,7 @@ def _seed_instances(
             power_state=1,
             launched_at=now,
             updated=now,
+            number=world.next_id(),
         )
         world.instances[inst.id] = inst
         world.assign(inst, host.name)

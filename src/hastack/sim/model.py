@@ -136,6 +136,12 @@ class Instance:
     running_on: set[str] = dataclasses.field(default_factory=set)
     # placement: hosts holding an allocation for this instance
     allocations: set[str] = dataclasses.field(default_factory=set)
+    number: int = 0  # the database row id, behind the libvirt name
+
+    @property
+    def instance_name(self) -> str:
+        """Nova's default instance_name_template, ``instance-%08x``."""
+        return f"instance-{self.number:08x}"
 
     @property
     def status(self) -> str:

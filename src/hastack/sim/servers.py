@@ -66,6 +66,7 @@ def create_server(
             server_group=server_group,
             volume_backed=volume_backed,
             updated=now,
+            number=world.next_id(),
         )
         world.instances[inst.id] = inst
         world.invalidate_order()
@@ -189,6 +190,7 @@ def reset_state(world: World, server_id: str, state: str) -> None:
             raise BadRequest(f"Invalid input for field/attribute state. Value: {state}.")
         inst.vm_state = VmState(state)
         inst.task_state = None
+        world.record_action(inst, "resetState")
         world.touch(inst)
         world.emit("server", id=inst.id, status=inst.status)
 

@@ -24,7 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 from hastack.clock import Clock
 from hastack.sim import capacity
 from hastack.sim.bmc.backend import BmcCondition, PowerAction
-from hastack.sim.errors import Conflict, NotFound
+from hastack.sim.errors import BadRequest, Conflict, NotFound
 from hastack.sim.model import (
     Aggregate,
     Flavor,
@@ -101,6 +101,12 @@ class World:
         self._positions: dict[str, int] = {}
         self._seq = 0
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        # nova-conductor and nova-scheduler on the controller: listed by os-services in zone
+        # "internal", always up (the controller's own failures are not simulated here).
+        self.control_services = [
+            Service(id=self.new_uuid(), legacy_id=self.next_id(), host="controller", binary=b)
+            for b in ("nova-conductor", "nova-scheduler")
+        ]
 
     # ------------------------------------------------------------------ identities and events
 
@@ -199,7 +205,21 @@ class World:
         except KeyError:
             raise NotFound(f"Image {image_id} could not be found.") from None
 
+    def refresh_az(self, host: Host) -> None:
+        """A host's availability zone is its aggregates' ``availability_zone``, else the default."""
+        zones = [
+            a.metadata["availability_zone"]
+            for a in self.aggregates.values()
+            if host.name in a.hosts and a.metadata.get("availability_zone")
+        ]
+        host.az = zones[0] if zones else self.default_az
+
     # ------------------------------------------------------------------ heartbeats and services
+
+    def control_service_updated_at(self, svc: Service) -> float:
+        interval = self.config.report_interval
+        now = self.clock.now()
+        return svc.phase + ((now - svc.phase) // interval) * interval
 
     def service_updated_at(self, host: Host) -> float:
         """When nova-compute on ``host`` last wrote its heartbeat (Nova's ``updated_at``)."""

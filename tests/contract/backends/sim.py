@@ -45,6 +45,8 @@ def start(tmp_path: pathlib.Path, hosts: int) -> Iterator[CloudUnderTest]:
         str(SERVICE_DOWN_TIME),
         "--evacuate-seconds",
         "1",
+        "--host-boot-seconds",
+        "0.5",
     ]
     log = open(tmp_path / "sim.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)

@@ -67,7 +67,12 @@ class SimApp:
                 err = CloudError("The request you have made requires authentication.")
                 err.status = 401
                 err.nova_key = "unauthorized"
-                return face.render_error(err)
+                response = face.render_error(err)
+                # keystonemiddleware tells the client where to authenticate
+                response.headers["WWW-Authenticate"] = (
+                    f"Keystone uri='{self.cloud.base_url}/identity'"
+                )
+                return response
         if face.service_type != "control":
             with self.cloud.world.lock:
                 fault = self.cloud.api_faults.take(face.service_type, request.method, sub)

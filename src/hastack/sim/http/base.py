@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from hastack.sim.http.keystone import Token
 
 Handler = Callable[..., Any]
+log = logging.getLogger(__name__)
 
 
 class Reply:
@@ -121,6 +123,13 @@ class ApiFace:
             result = handler(req, **values)
         except CloudError as exc:
             return self.render(req, Reply(self.error_body(exc), exc.status))
+        except Exception:  # a bug here must look like a service's 500, and be logged
+            log.exception("unexpected error serving %s %s", request.method, request.path)
+            err = CloudError(
+                "Unexpected API Error. Please report this at http://bugs.launchpad.net/nova/ "
+                "and attach the Nova API log if possible."
+            )
+            return self.render(req, Reply(self.error_body(err), 500))
         except HTTPException as exc:  # werkzeug: 404 no route, 405 wrong method
             status = exc.code or 500
             err = CloudError(exc.description or exc.name)
@@ -155,7 +164,8 @@ def iso(ts: float | None, *, micro: bool = False, z: bool = True) -> str | None:
     seconds, us = divmod(total_us, 1_000_000)
     t = time.gmtime(seconds if micro else int(ts))
     text = (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+        f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
     )
     if micro:
         text += f".{us:06d}"

@@ -41,6 +41,13 @@ class NovaFace(ApiFace):
         self.route("/v2.1/servers/<server_id>", self.delete_server, ("DELETE",))
         self.route("/v2.1/servers/<server_id>/action", self.server_action, ("POST",))
         self.route("/v2.1/servers/<server_id>/metadata", self.server_metadata)
+        self.route("/v2.1/servers/<server_id>/metadata", self.update_metadata, ("POST",))
+        self.route("/v2.1/servers/<server_id>/metadata", self.replace_metadata, ("PUT",))
+        self.route("/v2.1/servers/<server_id>/metadata/<key>", self.show_metadata_item)
+        self.route("/v2.1/servers/<server_id>/metadata/<key>", self.set_metadata_item, ("PUT",))
+        self.route(
+            "/v2.1/servers/<server_id>/metadata/<key>", self.delete_metadata_item, ("DELETE",)
+        )
         nova_resources.register(self)
 
     # ------------------------------------------------------------------ protocol
@@ -166,7 +173,7 @@ class NovaFace(ApiFace):
         if self.is_admin(req):
             doc["OS-EXT-SRV-ATTR:host"] = inst.host
             doc["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.host
-            doc["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{abs(hash(inst.id)) % 10**8:08x}"
+            doc["OS-EXT-SRV-ATTR:instance_name"] = inst.instance_name
             if req.at_least("2.3"):
                 doc["OS-EXT-SRV-ATTR:hostname"] = inst.name
                 doc["OS-EXT-SRV-ATTR:reservation_id"] = f"r-{inst.id[:8]}"
@@ -290,6 +297,55 @@ class NovaFace(ApiFace):
     def server_metadata(self, req: ApiRequest, server_id: str) -> Any:
         with self.world.lock:
             return {"metadata": dict(self._instance(req, server_id).metadata)}
+
+    def _metadata_body(self, req: ApiRequest) -> dict[str, str]:
+        meta = req.body_dict("metadata")
+        for key, value in meta.items():
+            if not isinstance(value, str) or not 1 <= len(key) <= 255 or len(value) > 255:
+                raise BadRequest(f"Invalid input for field/attribute metadata. Value: {meta}.")
+        return {str(k): str(v) for k, v in meta.items()}
+
+    def update_metadata(self, req: ApiRequest, server_id: str) -> Any:
+        meta = self._metadata_body(req)
+        with self.world.lock:
+            inst = self._instance(req, server_id)
+            inst.metadata.update(meta)
+            self.world.touch(inst)
+            return {"metadata": dict(inst.metadata)}
+
+    def replace_metadata(self, req: ApiRequest, server_id: str) -> Any:
+        meta = self._metadata_body(req)
+        with self.world.lock:
+            inst = self._instance(req, server_id)
+            inst.metadata = meta
+            self.world.touch(inst)
+            return {"metadata": dict(inst.metadata)}
+
+    def show_metadata_item(self, req: ApiRequest, server_id: str, key: str) -> Any:
+        with self.world.lock:
+            inst = self._instance(req, server_id)
+            if key not in inst.metadata:
+                raise NotFound("Metadata item was not found")
+            return {"meta": {key: inst.metadata[key]}}
+
+    def set_metadata_item(self, req: ApiRequest, server_id: str, key: str) -> Any:
+        body = req.body_dict("meta")
+        if list(body) != [key]:
+            raise BadRequest("Request body and URI mismatch")
+        with self.world.lock:
+            inst = self._instance(req, server_id)
+            inst.metadata[key] = str(body[key])
+            self.world.touch(inst)
+            return {"meta": {key: inst.metadata[key]}}
+
+    def delete_metadata_item(self, req: ApiRequest, server_id: str, key: str) -> Reply:
+        with self.world.lock:
+            inst = self._instance(req, server_id)
+            if key not in inst.metadata:
+                raise NotFound("Metadata item was not found")
+            del inst.metadata[key]
+            self.world.touch(inst)
+        return Reply(None, 204)
 
     def create_server(self, req: ApiRequest) -> Reply:
         body = req.body_dict()

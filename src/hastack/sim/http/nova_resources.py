@@ -7,6 +7,7 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from hastack.sim import extra_specs
 from hastack.sim.errors import BadRequest, Conflict, NotFound
 from hastack.sim.http.base import ApiRequest, Reply, iso, paginate
 from hastack.sim.model import Aggregate, Flavor, Host, ServerGroup
@@ -87,7 +88,28 @@ class Resources:
                 hosts = sorted(self.world.hosts.values(), key=lambda h: h.service.legacy_id)
             if binary not in (None, "nova-compute"):
                 hosts = []
-            return {"services": [self.service_view(req, h) for h in hosts]}
+            docs = [
+                self.control_service_view(req, svc)
+                for svc in self.world.control_services
+                if host in (None, svc.host) and binary in (None, svc.binary)
+            ]
+            docs += [self.service_view(req, h) for h in hosts]
+            return {"services": docs}
+
+    def control_service_view(self, req: ApiRequest, svc: Any) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": svc.id if req.at_least("2.53") else svc.legacy_id,
+            "binary": svc.binary,
+            "host": svc.host,
+            "zone": "internal",
+            "status": svc.status,
+            "state": "up",
+            "updated_at": iso(self.world.control_service_updated_at(svc), micro=True, z=False),
+            "disabled_reason": svc.disabled_reason,
+        }
+        if req.at_least("2.11"):
+            doc["forced_down"] = svc.forced_down
+        return doc
 
     def update_service(self, req: ApiRequest, service_id: str) -> Any:
         body = req.body_dict()
@@ -102,6 +124,12 @@ class Resources:
                 f"({', '.join(sorted(unknown))} was unexpected)"
             )
         with self.world.lock:
+            for svc in self.world.control_services:
+                if svc.id == service_id:
+                    raise BadRequest(
+                        f"Updating a {svc.binary} service is not supported. "
+                        "Only nova-compute services can be updated."
+                    )
             host = self.world.service_by_id(service_id)
             status = body.get("status")
             if status is not None and status not in ("enabled", "disabled"):
@@ -216,7 +244,7 @@ class Resources:
                 )
         if req.at_least("2.53") and req.args.get("with_servers") in ("true", "True", "1"):
             doc["servers"] = [
-                {"uuid": i, "name": w.instances[i].name} for i in w.by_host[host.name]
+                {"uuid": i, "name": w.instances[i].instance_name} for i in w.by_host[host.name]
             ]
         return doc
 
@@ -340,6 +368,9 @@ class Resources:
 
     def create_extra_specs(self, req: ApiRequest, flavor_id: str) -> Any:
         specs = req.body_dict("extra_specs")
+        if req.at_least("2.86"):
+            for key, value in specs.items():
+                extra_specs.validate(str(key), str(value))
         with self.world.lock:
             flavor = self.world.flavor(flavor_id)
             flavor.extra_specs.update({str(k): str(v) for k, v in specs.items()})
@@ -356,6 +387,8 @@ class Resources:
         body = req.body_dict()
         if list(body) != [key]:
             raise BadRequest("Request body and URI mismatch")
+        if req.at_least("2.86"):
+            extra_specs.validate(key, str(body[key]))
         with self.world.lock:
             self.world.flavor(flavor_id).extra_specs[key] = str(body[key])
             return {key: str(body[key])}
@@ -451,17 +484,15 @@ class Resources:
                     raise NotFound(f"Compute host {host} could not be found.")
                 if action == "add_host":
                     if host in agg.hosts:
-                        raise Conflict(
-                            f"Cannot add host to aggregate {agg_id}. "
-                            "Reason: Host already in aggregate."
-                        )
+                        raise Conflict(f"Aggregate {agg_id} already has host {host}.")
+                    self._check_az_move(agg, host, adding=True)
                     agg.hosts.append(host)
-                    if agg.az:
-                        self.world.hosts[host].az = agg.az
                 else:
                     if host not in agg.hosts:
-                        raise NotFound(f"Cannot remove host {host} in aggregate {agg_id}")
+                        raise NotFound(f"Aggregate {agg_id} has no host {host}.")
+                    self._check_az_move(agg, host, adding=False)
                     agg.hosts.remove(host)
+                self.world.refresh_az(self.world.hosts[host])
             elif action == "set_metadata":
                 meta = arg.get("metadata")
                 if not isinstance(meta, dict):
@@ -472,13 +503,37 @@ class Resources:
                     else:
                         agg.metadata[key] = str(value)
                 agg.az = agg.metadata.get("availability_zone")
-                if agg.az:
-                    for host in agg.hosts:
-                        self.world.hosts[host].az = agg.az
+                for host in agg.hosts:
+                    self.world.refresh_az(self.world.hosts[host])
             else:
                 raise BadRequest(f"Invalid request body: unknown action {action}")
             agg.updated = self.world.clock.now()
             return {"aggregate": self.aggregate_view(req, agg)}
+
+    def _check_az_move(self, agg: Aggregate, host: str, *, adding: bool) -> None:
+        """nova.compute.api: a host with instances may not change availability zone."""
+        new_az = agg.metadata.get("availability_zone")
+        if not new_az:
+            return
+        others = [
+            a.metadata["availability_zone"]
+            for a in self.world.aggregates.values()
+            if a.id != agg.id and host in a.hosts and a.metadata.get("availability_zone")
+        ]
+        current = others[0] if others else None
+        before, after = (current, new_az) if adding else (new_az, current)
+        count = len(self.world.by_host[host])
+        if before == after or count == 0:
+            return
+        verb = ("add host to", "added to") if adding else ("remove host from", "removed from")
+        raise Conflict(
+            f"Cannot {verb[0]} aggregate {agg.id}. Reason: The host cannot be {verb[1]} the "
+            f"aggregate as the availability zone of the host would change from '{before}' to "
+            f"'{after}' but the host already has {count} instance(s). Changing the AZ of an "
+            "existing instance is not supported by this action. Move the instances away from "
+            "this host then try again. If you need to move the instances between AZs then you "
+            "can use shelve_offload and unshelve to achieve this.."
+        )
 
     # ------------------------------------------------------------------ availability zones
 
@@ -503,7 +558,16 @@ class Resources:
                         "updated_at": iso(self.world.service_updated_at(host), micro=True, z=False),
                     }
                 }
-            info = [{"zoneName": "internal", "zoneState": {"available": True}, "hosts": {}}]
+            internal: dict[str, Any] = {}
+            for svc in self.world.control_services:
+                internal.setdefault(svc.host, {})[svc.binary] = {
+                    "available": True,
+                    "active": True,
+                    "updated_at": iso(
+                        self.world.control_service_updated_at(svc), micro=True, z=False
+                    ),
+                }
+            info = [{"zoneName": "internal", "zoneState": {"available": True}, "hosts": internal}]
             info += [
                 {"zoneName": z, "zoneState": {"available": True}, "hosts": hosts}
                 for z, hosts in sorted(zones.items())
