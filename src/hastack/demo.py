@@ -63,12 +63,9 @@ def _redfish_power(sim: RunningSim, host: str) -> str:
     urllib3.disable_warnings()
     h = sim.world.hosts[host]
     assert sim.farm is not None
-    root = sushy.Sushy(
-        f"{sim.farm.redfish_url}/redfish/v1",
-        username=h.bmc_username,
-        password=h.bmc_password,
-        verify=False,
-    )
+    # Basic auth: no Redfish session is left for sushy to close after the demo stops.
+    auth = sushy.auth.BasicAuth(username=h.bmc_username, password=h.bmc_password)
+    root = sushy.Sushy(f"{sim.farm.redfish_url}/redfish/v1", auth=auth, verify=False)
     return str(root.get_system(sim.farm.systems_uri(host)).power_state)
 
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from hastack.sim.cloud import SimCloud
 
 log = logging.getLogger(__name__)
+# One line per request is noise for an operator watching the simulator: keep werkzeug's warnings.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def default_faces() -> list[type[ApiFace]]:
