@@ -6,10 +6,7 @@ client is the real openstacksdk.  Figures are medians over repeated calls.
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +15,8 @@ from typing import Any
 import openstack
 import requests
 from openstack import config as os_config
+
+from hastack.sim.process import sim_process
 
 SIZES = ((1_000, 10_000), (10_000, 100_000))
 
@@ -40,38 +39,12 @@ def _median_ms(fn: Any, repeat: int) -> float:
 
 def measure(hosts: int, instances: int, bmc: bool) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-sim-{hosts}-"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "hastack",
-        "sim",
-        "serve",
-        "--hosts",
-        str(hosts),
-        "--instances",
-        str(instances),
-        "--seed",
-        "1",
-        "--workdir",
-        str(workdir),
-        "--bmc",
-        "on" if bmc else "off",
-    ]
-    started = time.perf_counter()
-    log_path = workdir / "serve.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    state_file = workdir / "hastack-sim.json"
-    try:
-        while not state_file.exists():
-            if proc.poll() is not None:
-                tail = log_path.read_text()[-2000:]
-                raise RuntimeError(f"sim serve exited with {proc.returncode}:\n{tail}")
-            if time.perf_counter() - started > 300:
-                raise RuntimeError("sim serve did not start within 300 s")
-            time.sleep(0.05)
-        startup = time.perf_counter() - started
-        state = json.loads(state_file.read_text())
+    args = ["--hosts", str(hosts), "--instances", str(instances), "--seed", "1",
+            "--bmc", "on" if bmc else "off"]  # fmt: skip
+    with sim_process(workdir, args, timeout=300) as sim:
+        startup = sim.startup_seconds
+        proc = sim.proc
+        state = sim.state
         cloud = os_config.OpenStackConfig(config_files=[state["clouds_yaml"]]).get_one(
             cloud="hastack-sim"
         )
@@ -134,13 +107,6 @@ def measure(hosts: int, instances: int, bmc: bool) -> dict[str, Any]:
             "rss_mb": round(rss, 1),
             **figures,
         }
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def run() -> list[dict[str, Any]]:

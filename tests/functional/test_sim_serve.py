@@ -18,6 +18,8 @@ import pytest
 import yaml
 from openstack import config as os_config
 
+from hastack.sim.process import sim_process
+
 HOSTS = 4
 
 
@@ -36,29 +38,15 @@ def hastack(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     workdir = tmp_path_factory.mktemp("sim")
-    log = (workdir / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hastack", "sim", "serve", "--hosts", str(HOSTS),
-         "--instances", "24", "--seed", "5", "--report-interval", "1",
-         "--service-down-time", "3"],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while not (workdir / "hastack-sim.json").exists():
-            assert proc.poll() is None, (workdir / "serve.log").read_text()
-            assert time.monotonic() < deadline, "sim serve did not start"
-            time.sleep(0.05)
-        state = json.loads((workdir / "hastack-sim.json").read_text())
+    args = ["--hosts", str(HOSTS), "--instances", "24", "--seed", "5",
+            "--report-interval", "1", "--service-down-time", "3"]  # fmt: skip
+    with sim_process(workdir, args) as proc:
+        state = proc.state
         config = yaml.safe_load(Path(state["config"]).read_text())
         cloud = os_config.OpenStackConfig(config_files=[state["clouds_yaml"]])
         conn = openstack.connection.Connection(config=cloud.get_one(cloud="hastack-sim"))
         yield {"workdir": workdir, "state": state, "config": config, "conn": conn}
         conn.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def test_serve_writes_private_files_that_describe_the_cloud(sim: dict[str, Any]) -> None:

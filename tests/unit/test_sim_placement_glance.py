@@ -11,7 +11,6 @@ from typing import Any
 
 import openstack
 import pytest
-import yaml
 from openstack import config as os_config
 from werkzeug.test import Client, TestResponse
 
@@ -19,7 +18,7 @@ from hastack.clock import Clock, SystemClock, VirtualClock
 from hastack.sim import capacity
 from hastack.sim.build import CloudSpec, build_world
 from hastack.sim.cloud import ADMIN_PASSWORD, SimCloud
-from hastack.sim.http import app as app_module
+from hastack.sim.files import write_clouds_yaml
 from hastack.sim.http.app import SimApp, SimServer
 from hastack.sim.http.glance import GlanceFace
 from hastack.sim.http.keystone import KeystoneFace
@@ -418,31 +417,13 @@ def test_glance_create_patch_upload_delete(api: Api) -> None:
 
 
 @pytest.fixture
-def sdk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, SimCloud]]:
-    monkeypatch.setattr(app_module, "default_faces", lambda: FACES)
+def sdk(tmp_path: Path) -> Iterator[tuple[Any, SimCloud]]:
     # Wall time, so that keystoneauth does not find the token expired and re-authenticate.
     clock = SystemClock()
     cloud = make_cloud(clock=clock)
     server = SimServer(cloud)
     server.start()
-    clouds = {
-        "clouds": {
-            "sim": {
-                "auth": {
-                    "auth_url": f"{server.url}/identity",
-                    "username": "admin",
-                    "password": ADMIN_PASSWORD,
-                    "project_name": "admin",
-                    "user_domain_name": "Default",
-                    "project_domain_name": "Default",
-                },
-                "region_name": "RegionOne",
-                "identity_api_version": 3,
-            }
-        }
-    }
-    path = tmp_path / "clouds.yaml"
-    path.write_text(yaml.safe_dump(clouds))
+    path = write_clouds_yaml(tmp_path / "clouds.yaml", "sim", server.url)
     region = os_config.OpenStackConfig(config_files=[str(path)]).get_one(cloud="sim")
     conn = openstack.connection.Connection(config=region)
     try:
