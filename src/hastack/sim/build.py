@@ -26,7 +26,7 @@ IMAGES = (
     ("ubuntu-24.04", 614203392, {"os_distro": "ubuntu", "os_version": "24.04"}),
     ("debian-12", 429916160, {"os_distro": "debian", "os_version": "12"}),
 )
-TENANTS = ("web", "db", "batch")
+TENANTS = ("web", "db", "batch", "demo")  # "demo" is the non-admin user's project
 GROUP_SIZE = 8  # members per seeded anti-affinity group, as small as real ones tend to be
 
 

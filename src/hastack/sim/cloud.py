@@ -10,6 +10,8 @@ from hastack.sim.world import World
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "hastack-sim"  # the simulator's own admin; written into its clouds.yaml
+DEMO_USER = "demo"  # a member of project "demo": what a tenant, not an operator, may do
+DEMO_PASSWORD = "hastack-sim-demo"
 
 # (service type, catalog name, path prefix, path appended to the prefix in the catalog)
 SERVICES = (
@@ -36,6 +38,13 @@ class SimCloud:
                 password=ADMIN_PASSWORD,
                 project="admin",
                 roles=["admin", "member", "reader"],
+            )
+            self.users[DEMO_USER] = User(
+                id="demo",
+                name=DEMO_USER,
+                password=DEMO_PASSWORD,
+                project="demo",
+                roles=["member", "reader"],
             )
 
     def catalog_entries(self) -> list[tuple[str, str, str]]:

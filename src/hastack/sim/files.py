@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from hastack.sim.cloud import ADMIN_PASSWORD, ADMIN_USER
+from hastack.sim.cloud import ADMIN_PASSWORD, ADMIN_USER, DEMO_PASSWORD, DEMO_USER
 
 STATE_FILE = "hastack-sim.json"
 
@@ -26,21 +26,28 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def clouds_yaml(cloud_name: str, base_url: str) -> dict[str, Any]:
+    """Two entries: ``NAME`` (the admin, as hastack uses it) and ``NAME-demo`` (a member of
+    project demo, to see what a tenant sees)."""
+
+    def entry(user: str, password: str, project: str) -> dict[str, Any]:
+        return {
+            "auth": {
+                "auth_url": f"{base_url}/identity",
+                "username": user,
+                "password": password,
+                "project_name": project,
+                "user_domain_name": "Default",
+                "project_domain_name": "Default",
+            },
+            "region_name": "RegionOne",
+            "identity_api_version": 3,
+            "interface": "public",
+        }
+
     return {
         "clouds": {
-            cloud_name: {
-                "auth": {
-                    "auth_url": f"{base_url}/identity",
-                    "username": ADMIN_USER,
-                    "password": ADMIN_PASSWORD,
-                    "project_name": "admin",
-                    "user_domain_name": "Default",
-                    "project_domain_name": "Default",
-                },
-                "region_name": "RegionOne",
-                "identity_api_version": 3,
-                "interface": "public",
-            }
+            cloud_name: entry(ADMIN_USER, ADMIN_PASSWORD, "admin"),
+            f"{cloud_name}-demo": entry(DEMO_USER, DEMO_PASSWORD, "demo"),
         }
     }
 

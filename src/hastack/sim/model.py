@@ -129,6 +129,7 @@ class Instance:
     power_state: int = 0  # 0 NOSTATE, 1 RUNNING, 4 SHUTDOWN
     locked: bool = False
     locked_reason: str | None = None
+    locked_by: str | None = None  # "admin" or "owner", as Nova records it
     launched_at: float | None = None
     fault: str | None = None  # the server's fault message, shown while it is ERROR
     updated: float = 0.0

@@ -164,11 +164,12 @@ def start_server(world: World, server_id: str) -> None:
         world.later(world.config.action_seconds, done)
 
 
-def lock_server(world: World, server_id: str, reason: str | None = None) -> None:
+def lock_server(world: World, server_id: str, reason: str | None = None, by: str = "admin") -> None:
     with world.lock:
         inst = world.instance(server_id)
         inst.locked = True
         inst.locked_reason = reason
+        inst.locked_by = by
         world.record_action(inst, "lock")
         world.touch(inst)
 
@@ -178,6 +179,7 @@ def unlock_server(world: World, server_id: str) -> None:
         inst = world.instance(server_id)
         inst.locked = False
         inst.locked_reason = None
+        inst.locked_by = None
         world.record_action(inst, "unlock")
         world.touch(inst)
 

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from hastack.sim import servers
-from hastack.sim.errors import BadRequest, CloudError, Conflict, NotFound
+from hastack.sim.errors import BadRequest, CloudError, Conflict, Forbidden, NotFound
 from hastack.sim.http import nova_resources
 from hastack.sim.http.base import ApiFace, ApiRequest, Reply, iso, page_limit
 from hastack.sim.model import Instance, VmState
@@ -124,6 +124,11 @@ class NovaFace(ApiFace):
     def is_admin(self, req: ApiRequest) -> bool:
         return req.token is not None and "admin" in req.token.roles
 
+    def require_admin(self, req: ApiRequest, policy: str) -> None:
+        """Nova's default policy for admin-only APIs, with its 403 message."""
+        if not self.is_admin(req):
+            raise Forbidden(f"Policy doesn't allow {policy} to be performed.")
+
     # ------------------------------------------------------------------ views
 
     def server_view(self, req: ApiRequest, inst: Instance, detail: bool = True) -> dict[str, Any]:
@@ -233,6 +238,10 @@ class NovaFace(ApiFace):
         args = req.args
         admin = self.is_admin(req)
         all_projects = args.get("all_tenants") is not None or args.get("all_projects") is not None
+        if all_projects and not admin:
+            raise Forbidden(
+                "Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed."
+            )
         project_id = args.get("project_id") or args.get("tenant_id")
         if not (admin and all_projects) and project_id is None:
             project_id = req.token.project_id if req.token else None
@@ -424,6 +433,7 @@ class NovaFace(ApiFace):
             return handler(self, req, inst, arg)
 
     def _evacuate(self, req: ApiRequest, inst: Instance, arg: Any) -> Any:
+        self.require_admin(req, "os_compute_api:os-evacuate")
         if not isinstance(arg, dict):
             raise BadRequest("Invalid input for field/attribute evacuate.")
         host = arg.get("host")
@@ -466,14 +476,21 @@ class NovaFace(ApiFace):
         reason = (
             arg.get("locked_reason") if isinstance(arg, dict) and req.at_least("2.73") else None
         )
-        servers.lock_server(self.world, inst.id, reason)
+        by = "admin" if self.is_admin(req) else "owner"
+        servers.lock_server(self.world, inst.id, reason, by)
         return Reply(None, 202)
 
     def _unlock(self, req: ApiRequest, inst: Instance, arg: Any) -> Reply:
+        if inst.locked_by == "admin" and not self.is_admin(req):
+            raise Forbidden(
+                "Policy doesn't allow os_compute_api:os-lock-server:unlock:unlock_override "
+                "to be performed."
+            )
         servers.unlock_server(self.world, inst.id)
         return Reply(None, 202)
 
     def _reset_state(self, req: ApiRequest, inst: Instance, arg: Any) -> Reply:
+        self.require_admin(req, "os_compute_api:os-admin-actions:reset_state")
         state = arg.get("state") if isinstance(arg, dict) else None
         if state not in ("active", "error"):
             raise BadRequest(

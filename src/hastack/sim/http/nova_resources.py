@@ -80,6 +80,7 @@ class Resources:
         return doc
 
     def list_services(self, req: ApiRequest) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-services:list")
         host = req.args.get("host")
         binary = req.args.get("binary")
         with self.world.lock:
@@ -112,6 +113,7 @@ class Resources:
         return doc
 
     def update_service(self, req: ApiRequest, service_id: str) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-services:update")
         body = req.body_dict()
         if not req.at_least("2.53"):
             return self._legacy_service_action(req, service_id, body)
@@ -249,6 +251,7 @@ class Resources:
         return doc
 
     def _hypervisors(self, req: ApiRequest, detail: bool) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-hypervisors:list")
         pattern = req.args.get("hypervisor_hostname_pattern")
         with self.world.lock:
             hosts = sorted(self.world.hosts.values(), key=lambda h: h.hypervisor_legacy_id)
@@ -283,6 +286,7 @@ class Resources:
         return self._hypervisors(req, detail=True)
 
     def show_hypervisor(self, req: ApiRequest, hyp_id: str) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-hypervisors:show")
         with self.world.lock:
             for host in self.world.hosts.values():
                 if hyp_id in (host.hypervisor_id, str(host.hypervisor_legacy_id)):
@@ -330,6 +334,7 @@ class Resources:
             return {"flavor": self.flavor_view(req, self.world.flavor(flavor_id), detail=True)}
 
     def create_flavor(self, req: ApiRequest) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-flavor-manage:create")
         spec = req.body_dict("flavor")
         try:
             name = str(spec["name"])
@@ -357,6 +362,7 @@ class Resources:
             return {"flavor": self.flavor_view(req, flavor, detail=True)}
 
     def delete_flavor(self, req: ApiRequest, flavor_id: str) -> Reply:
+        self.face.require_admin(req, "os_compute_api:os-flavor-manage:delete")
         with self.world.lock:
             self.world.flavor(flavor_id)
             del self.world.flavors[flavor_id]
@@ -367,6 +373,7 @@ class Resources:
             return {"extra_specs": dict(self.world.flavor(flavor_id).extra_specs)}
 
     def create_extra_specs(self, req: ApiRequest, flavor_id: str) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-flavor-extra-specs:create")
         specs = req.body_dict("extra_specs")
         if req.at_least("2.86"):
             for key, value in specs.items():
@@ -426,15 +433,18 @@ class Resources:
         return agg
 
     def list_aggregates(self, req: ApiRequest) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-aggregates:index")
         with self.world.lock:
             aggs = sorted(self.world.aggregates.values(), key=lambda a: a.id)
             return {"aggregates": [self.aggregate_view(req, a) for a in aggs]}
 
     def show_aggregate(self, req: ApiRequest, agg_id: int) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-aggregates:show")
         with self.world.lock:
             return {"aggregate": self.aggregate_view(req, self._aggregate(agg_id))}
 
     def create_aggregate(self, req: ApiRequest) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-aggregates:create")
         spec = req.body_dict("aggregate")
         name = spec.get("name")
         if not isinstance(name, str) or not name.strip():
@@ -460,6 +470,7 @@ class Resources:
             return {"aggregate": doc}
 
     def delete_aggregate(self, req: ApiRequest, agg_id: int) -> Reply:
+        self.face.require_admin(req, "os_compute_api:os-aggregates:delete")
         with self.world.lock:
             agg = self._aggregate(agg_id)
             if agg.hosts:
@@ -470,6 +481,7 @@ class Resources:
         return Reply(None, 200)
 
     def aggregate_action(self, req: ApiRequest, agg_id: int) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-aggregates:add_host")
         body = req.body_dict()
         if len(body) != 1:
             raise BadRequest("Only one action is allowed per request.")
@@ -547,6 +559,7 @@ class Resources:
             }
 
     def list_azs_detail(self, req: ApiRequest) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-availability-zone:detail")
         with self.world.lock:
             zones: dict[str, dict[str, Any]] = {}
             for host in sorted(self.world.hosts.values(), key=lambda h: h.name):
@@ -647,6 +660,7 @@ class Resources:
     # ------------------------------------------------------------------ migrations, actions
 
     def list_migrations(self, req: ApiRequest) -> Any:
+        self.face.require_admin(req, "os_compute_api:os-migrations:index")
         args = req.args
         with self.world.lock:
             migs = sorted(
