@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--service-down-time", type=_positive_float, default=60.0)
     serve.add_argument("--evacuate-seconds", type=_positive_float, default=3.0)
     serve.add_argument(
+        "--rpc-response-timeout",
+        type=_positive_float,
+        default=60.0,
+        help="how long an RPC to a dead compute waits before failing (default 60)",
+    )
+    serve.add_argument(
         "--host-boot-seconds",
         type=_positive_float,
         default=5.0,
@@ -146,6 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service_down_time=args.service_down_time,
         evacuate_seconds=args.evacuate_seconds,
         host_boot_seconds=args.host_boot_seconds,
+        rpc_response_timeout=args.rpc_response_timeout,
     )
     options = SimOptions(
         spec=spec,

@@ -63,6 +63,8 @@ class SimConfig:
     schedule_seconds: float = 0.1
     action_seconds: float = 0.3
     host_boot_seconds: float = 5.0
+    # How long an RPC call to a compute that cannot answer waits before MessagingTimeout.
+    rpc_response_timeout: float = 60.0
     graceful_shutdown_seconds: float = 2.0
 
 

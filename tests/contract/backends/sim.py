@@ -23,7 +23,7 @@ def start(tmp_path: pathlib.Path, hosts: int) -> Iterator[CloudUnderTest]:
     args = [
         "--hosts", str(hosts), "--instances", "0", "--seed", "7", "--bmc", "off",
         "--report-interval", "1", "--service-down-time", str(SERVICE_DOWN_TIME),
-        "--evacuate-seconds", "1", "--host-boot-seconds", "0.5",
+        "--evacuate-seconds", "1", "--host-boot-seconds", "0.5", "--rpc-response-timeout", "2",
     ]  # fmt: skip
     with sim_process(tmp_path, args) as sim:
         yield CloudUnderTest(

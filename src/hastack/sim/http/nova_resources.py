@@ -4,11 +4,12 @@ os-availability-zone, os-server-groups, os-migrations and os-instance-actions.""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from hastack.sim import extra_specs
-from hastack.sim.errors import BadRequest, Conflict, NotFound
+from hastack.sim.errors import BadRequest, CloudError, Conflict, NotFound
 from hastack.sim.http.base import ApiRequest, Reply, iso, paginate
 from hastack.sim.model import Aggregate, Flavor, Host, ServerGroup
 
@@ -283,14 +284,39 @@ class Resources:
         return self._hypervisors(req, detail=False)
 
     def list_hypervisors_detail(self, req: ApiRequest) -> Any:
+        if req.at_least("2.88"):
+            self._uptime_rpc(list(self.world.hosts.values()))
         return self._hypervisors(req, detail=True)
+
+    def _uptime_rpc(self, hosts: list[Host]) -> None:
+        """From 2.88 Nova asks every compute it believes up for its uptime over RPC. A host that
+        died but still reads up never answers: the call waits rpc_response_timeout and the
+        request fails with a 500 (nova/api/openstack/compute/hypervisors.py)."""
+        with self.world.lock:
+            silent = [h for h in hosts if self.world.service_is_up(h) and not h.heartbeating]
+        if not silent:
+            return
+        time.sleep(self.world.config.rpc_response_timeout)
+        err = CloudError(
+            "Unexpected API Error. Please report this at http://bugs.launchpad.net/nova/ and "
+            "attach the Nova API log if possible.\n"
+            "<class 'oslo_messaging.exceptions.MessagingTimeout'>"
+        )
+        raise err
 
     def show_hypervisor(self, req: ApiRequest, hyp_id: str) -> Any:
         self.face.require_admin(req, "os_compute_api:os-hypervisors:show")
         with self.world.lock:
-            for host in self.world.hosts.values():
-                if hyp_id in (host.hypervisor_id, str(host.hypervisor_legacy_id)):
-                    return {"hypervisor": self.hypervisor_view(req, host, detail=True)}
+            found = [
+                h
+                for h in self.world.hosts.values()
+                if hyp_id in (h.hypervisor_id, str(h.hypervisor_legacy_id))
+            ]
+        if found and req.at_least("2.88"):
+            self._uptime_rpc(found)
+        if found:
+            with self.world.lock:
+                return {"hypervisor": self.hypervisor_view(req, found[0], detail=True)}
         raise NotFound(f"Hypervisor with ID '{hyp_id}' could not be found.")
 
     # ------------------------------------------------------------------ flavors
