@@ -120,11 +120,22 @@ def delete_server(world: World, server_id: str) -> None:
 
 def stop_server(world: World, server_id: str) -> None:
     """os-stop: ACTIVE or ERROR -> SHUTOFF (task_state powering-off meanwhile)."""
+    _power_action(world, server_id, "stop", (VmState.ACTIVE, VmState.ERROR), VmState.STOPPED)
+
+
+def start_server(world: World, server_id: str) -> None:
+    """os-start: SHUTOFF -> ACTIVE (task_state powering-on meanwhile)."""
+    _power_action(world, server_id, "start", (VmState.STOPPED,), VmState.ACTIVE)
+
+
+def _power_action(
+    world: World, server_id: str, action: str, allowed: tuple[VmState, ...], final: VmState
+) -> None:
     with world.lock:
         inst = world.instance(server_id)
-        world.check_state(inst, "stop", (VmState.ACTIVE, VmState.ERROR))
-        inst.task_state = "powering-off"
-        world.record_action(inst, "stop")
+        world.check_state(inst, action, allowed)
+        inst.task_state = "powering-on" if final == VmState.ACTIVE else "powering-off"
+        world.record_action(inst, action)
         world.touch(inst)
 
         def done() -> None:
@@ -132,32 +143,13 @@ def stop_server(world: World, server_id: str) -> None:
             if host is None or not host.heartbeating:
                 return  # an RPC to a dead compute never completes
             inst.task_state = None
-            inst.vm_state = VmState.STOPPED
-            inst.power_state = SHUTDOWN
-            inst.running_on.discard(host.name)
-            world.touch(inst)
-            world.emit("server", id=inst.id, status=inst.status)
-
-        world.later(world.config.action_seconds, done)
-
-
-def start_server(world: World, server_id: str) -> None:
-    """os-start: SHUTOFF -> ACTIVE (task_state powering-on meanwhile)."""
-    with world.lock:
-        inst = world.instance(server_id)
-        world.check_state(inst, "start", (VmState.STOPPED,))
-        inst.task_state = "powering-on"
-        world.record_action(inst, "start")
-        world.touch(inst)
-
-        def done() -> None:
-            host = world.hosts.get(inst.host or "")
-            if host is None or not host.heartbeating:
-                return
-            inst.task_state = None
-            inst.vm_state = VmState.ACTIVE
-            inst.power_state = RUNNING
-            inst.running_on.add(host.name)
+            inst.vm_state = final
+            if final == VmState.ACTIVE:
+                inst.power_state = RUNNING
+                inst.running_on.add(host.name)
+            else:
+                inst.power_state = SHUTDOWN
+                inst.running_on.discard(host.name)
             world.touch(inst)
             world.emit("server", id=inst.id, status=inst.status)
 
