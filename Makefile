@@ -37,8 +37,8 @@ oracle:
 	bash scripts/oracle-venv.sh
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 test: setup debs oracle lint
