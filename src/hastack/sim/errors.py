@@ -36,8 +36,3 @@ class NotFound(CloudError):
 class Conflict(CloudError):
     status = 409
     nova_key = "conflictingRequest"
-
-
-class ServiceUnavailable(CloudError):
-    status = 503
-    nova_key = "computeFault"

@@ -289,15 +289,9 @@ def _evacuate_scheduled(  # noqa: PLR0917 (a scheduled continuation of evacuate_
     world.later(duration, rebuilt)
 
 
-def ensure_host_known(world: World, name: str) -> None:
-    if name not in world.hosts:
-        raise NotFound(f"Compute host {name} not found.")
-
-
 __all__ = [
     "create_server",
     "delete_server",
-    "ensure_host_known",
     "evacuate_server",
     "lock_server",
     "reset_state",

@@ -549,7 +549,3 @@ class World:
 
     def projects_list(self) -> list[tuple[str, str]]:
         return sorted(self.projects.items(), key=lambda kv: kv[1])
-
-
-def hosts_sorted(world: World) -> list[Host]:
-    return sorted(world.hosts.values(), key=lambda h: h.name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from hastack.sim import extra_specs
@@ -766,7 +765,3 @@ class Resources:
                     doc["events"] = []
                     return {"instanceAction": doc}
         raise NotFound(f"Action for request_id {request_id} on instance {server_id} not found")
-
-
-def new_request_id() -> str:
-    return f"req-{uuid.uuid4()}"
