@@ -1,0 +1,1 @@
+"""hastack's domain: plain, immutable types shared by the policy core, the engine and drivers."""
