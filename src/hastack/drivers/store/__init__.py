@@ -1,0 +1,1 @@
+"""Store drivers: sqlite (embedded) now; etcd joins with the "own HA" work."""
