@@ -1,0 +1,1 @@
+"""The imperative shell: lease, observe, decide, journal, execute."""
