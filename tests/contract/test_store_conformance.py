@@ -162,9 +162,7 @@ def test_two_processes_share_one_file(tmp_path: Path) -> None:
     assert mine is not None
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(
-        target=_other_process_acquires, args=(str(path), queue)
-    )
+    proc = ctx.Process(target=_other_process_acquires, args=(str(path), queue))
     proc.start()
     proc.join(timeout=30)
     assert queue.get(timeout=5) is None  # the other process could not take a held lease
