@@ -146,13 +146,13 @@ def test_host_filter_and_all_projects(conn, ops, servers, cloud):
     assert {mine["id"], elsewhere["id"]} <= everyone
 
 
-def test_listing_without_all_tenants_is_project_scoped(conn, demo_conn, ops, servers):
-    mine = servers.create()
+def _member_server(demo_conn, ops, servers, name: str) -> str:
+    """Boot a server as the non-admin member; cleaned up with the admin's."""
     r = demo_conn.compute.post(
         "/servers",
         json={
             "server": {
-                "name": "contract-demo",
+                "name": name,
                 "imageRef": ops.image_id,
                 "flavorRef": ops.flavor_id,
                 "networks": "none",
@@ -161,9 +161,15 @@ def test_listing_without_all_tenants_is_project_scoped(conn, demo_conn, ops, ser
         microversion="2.95",
     )
     assert r.status_code == 202, r.text
-    theirs = r.json()["server"]["id"]
-    servers.ids.append(theirs)
-    servers.wait_active(theirs)
+    server_id = r.json()["server"]["id"]
+    servers.ids.append(server_id)
+    servers.wait_active(server_id)
+    return server_id
+
+
+def test_listing_without_all_tenants_is_project_scoped(conn, demo_conn, ops, servers):
+    mine = servers.create()
+    theirs = _member_server(demo_conn, ops, servers, "contract-demo")
 
     # Even for an admin, no all_tenants means "my project only".
     own = {s["id"] for s in ops.get("/servers/detail", "2.95").json()["servers"]}
@@ -231,22 +237,7 @@ def test_stop_start_and_state_conflict(conn, ops, servers):
 
 
 def test_lock_blocks_member_but_not_admin(ops, servers, demo_conn):
-    r = demo_conn.compute.post(
-        "/servers",
-        json={
-            "server": {
-                "name": "contract-lock",
-                "imageRef": ops.image_id,
-                "flavorRef": ops.flavor_id,
-                "networks": "none",
-            }
-        },
-        microversion="2.95",
-    )
-    assert r.status_code == 202, r.text
-    server_id = r.json()["server"]["id"]
-    servers.ids.append(server_id)
-    servers.wait_active(server_id)
+    server_id = _member_server(demo_conn, ops, servers, "contract-lock")
 
     r = ops.action(server_id, {"lock": {"locked_reason": "contract"}}, "2.73")
     assert r.status_code == 202
