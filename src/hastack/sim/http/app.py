@@ -8,6 +8,7 @@ injected for that endpoint (latency first, then the error status).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -60,21 +61,16 @@ class SimApp:
                 return self._serve(face, request, path[len(face.prefix) :])
         return Response('{"error": "not found"}', 404, content_type="application/json")
 
+    def _unauthorized(self) -> Response:
+        return _keystonemiddleware_401(f"{self.cloud.base_url}/identity")
+
     def _serve(self, face: ApiFace, request: Request, sub: str) -> Response:
         token = None
         if face.requires_token and not _is_version_document(sub):
             now = self.cloud.world.clock.now()
             token = self.cloud.tokens.validate(request.headers.get("X-Auth-Token"), now)
             if token is None:
-                err = CloudError("The request you have made requires authentication.")
-                err.status = 401
-                err.nova_key = "unauthorized"
-                response = face.render_error(err)
-                # keystonemiddleware tells the client where to authenticate
-                response.headers["WWW-Authenticate"] = (
-                    f"Keystone uri='{self.cloud.base_url}/identity'"
-                )
-                return response
+                return self._unauthorized()
         if face.service_type != "control":
             with self.cloud.world.lock:
                 fault = self.cloud.api_faults.take(face.service_type, request.method, sub)
@@ -86,6 +82,24 @@ class SimApp:
                     err.status = fault.status
                     return face.render_error(err)
         return face.dispatch(request, sub, token)
+
+
+def _keystonemiddleware_401(identity_url: str) -> Response:
+    """keystonemiddleware answers an unauthenticated request before any service sees it: the
+    same body for every service, and the place to authenticate in WWW-Authenticate."""
+    body = {
+        "error": {
+            "code": 401,
+            "title": "Unauthorized",
+            "message": "The request you have made requires authentication.",
+        }
+    }
+    return Response(
+        json.dumps(body),
+        401,
+        content_type="application/json",
+        headers={"WWW-Authenticate": f"Keystone uri='{identity_url}'"},
+    )
 
 
 def _is_version_document(sub: str) -> bool:

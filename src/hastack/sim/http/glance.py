@@ -82,8 +82,6 @@ class GlanceFace(ApiFace):
         self.route("/v2/images/<image_id>/tags/<tag>", self.delete_tag, ("DELETE",))
 
     def error_body(self, exc: CloudError) -> Any:
-        if exc.status == 401:  # keystonemiddleware answers before glance does
-            return {"error": {"code": 401, "title": "Unauthorized", "message": exc.message}}
         try:
             title = http.HTTPStatus(exc.status).phrase
         except ValueError:

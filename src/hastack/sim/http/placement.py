@@ -96,8 +96,6 @@ class PlacementFace(ApiFace):
         return headers
 
     def error_body(self, exc: CloudError) -> Any:
-        if exc.status == 401:  # keystonemiddleware answers before placement does
-            return {"error": {"code": 401, "title": "Unauthorized", "message": exc.message}}
         try:
             title = http.HTTPStatus(exc.status).phrase
         except ValueError:
