@@ -239,7 +239,8 @@ class Resources:
                 self.world.migrations.values(), key=lambda m: (m.created, m.id), reverse=True
             )
             kind = args.get("migration_type")
-            host = args.get("host") or args.get("source_compute")
+            host = args.get("host")  # either end of the migration, as in Nova
+            source = args.get("source_compute")  # the source only
             status = args.get("status")
             instance = args.get("instance_uuid")
             out = []
@@ -247,6 +248,8 @@ class Resources:
                 if kind and m.migration_type != kind:
                     continue
                 if host and host not in (m.source_compute, m.dest_compute):
+                    continue
+                if source and m.source_compute != source:
                     continue
                 if status and m.status != status:
                     continue
