@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hastack import __version__
-from hastack.cli import sim
+from hastack.cli import serve, sim
 from hastack.demo import run as run_demo
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     sim.register(sub)
+    serve.register(sub)
     demo = sub.add_parser("demo", help="run the demo against a simulated cloud")
     demo.add_argument("--workdir", type=Path, help="where the simulator writes its files")
     demo.set_defaults(func=lambda a: run_demo(a.workdir))
@@ -39,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         result: int = args.func(args)
-    except (sim.SimCliError, CliError) as exc:
+    except (sim.SimCliError, serve.ServeError, CliError) as exc:
         print(f"hastack: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

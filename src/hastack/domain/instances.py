@@ -103,4 +103,5 @@ class RecoveryPolicy:
     depends_key: str = "hastack:depends_on"  # metadata: comma-separated groups to wait for
     placement: PlacementMode = PlacementMode.PLAN
     use_spare_hosts: bool = True
+    shared_storage: bool = False  # instance disks live on shared storage: evacuation keeps them
     allow_local_disk_rebuild: bool = False  # rebuild local-disk VMs from image (data loss)

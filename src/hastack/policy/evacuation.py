@@ -44,7 +44,8 @@ from hastack.policy.placement import (
 
 EVACUABLE_STATUSES = frozenset({"ACTIVE", "SHUTOFF", "ERROR"})
 LOCAL_DISK_REFUSAL = (
-    "local disk: evacuation rebuilds from image and loses its data; allow_local_disk_rebuild is off"
+    "local disk: evacuation rebuilds from image and loses its data "
+    "(neither shared_storage nor allow_local_disk_rebuild is set)"
 )
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -136,18 +137,20 @@ def _refusal(instance: InstanceInfo, failed_host: str, policy: RecoveryPolicy) -
         return f"status {instance.status}: only ACTIVE, SHUTOFF and ERROR are evacuated"
     if instance.task_state is not None:
         return f"task {instance.task_state} in progress: Nova would refuse (409)"
-    if not instance.volume_backed and not policy.allow_local_disk_rebuild:
+    if not instance.volume_backed and not (
+        policy.shared_storage or policy.allow_local_disk_rebuild
+    ):
         return LOCAL_DISK_REFUSAL
     return None
 
 
-def _notes(instance: InstanceInfo) -> list[str]:
+def _notes(instance: InstanceInfo, policy: RecoveryPolicy) -> list[str]:
     notes = []
     if str(instance.status).upper() == "ERROR":
         notes.append("in ERROR: its state is reset before evacuating")
     if instance.locked:
         notes.append("locked: evacuated as admin")
-    if not instance.volume_backed:
+    if not instance.volume_backed and not policy.shared_storage:
         notes.append("local disk: rebuilt from image, its disk data is lost")
     return notes
 
@@ -281,7 +284,7 @@ def _screen(
             skips = refused if protected else unprotected
             skips.append(Skip(instance.id, instance.name, refusal or why))
         else:
-            accepted.append((instance, [why, *_notes(instance)]))
+            accepted.append((instance, [why, *_notes(instance, policy)]))
     return tuple(unprotected), tuple(refused), accepted
 
 

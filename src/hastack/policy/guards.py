@@ -7,8 +7,9 @@ verdict with its numbers.  In order:
 2. **visibility**: it observes fewer than ``min_visible_fraction`` of the hosts: it is probably
    the one that is cut off, so it stops acting.
 3. **cliff**: at least ``cliff_hosts`` hosts (or ``cliff_percent`` of them) started losing
-   signals within ``cliff_window`` seconds: that looks like a partition or a shared outage,
-   not independent host failures, so all fencing stops and an operator is alerted.
+   signals within ``cliff_window`` seconds of each other: that looks like a partition or a
+   shared outage, not independent host failures, so all fencing stops and an operator is
+   alerted.  It latches: it holds while those hosts stay lost, until an operator acknowledges.
 4. **budgets**: per failure domain (segment, aggregate, availability zone, or the whole cloud),
    at most ``max_hosts`` and ``max_percent`` of the domain's hosts fenced per ``window``.
 5. **per tick**: at most ``max_fences_per_tick`` new fences in one pass.
@@ -31,8 +32,12 @@ class Budget:
     window: float  # seconds
 
     def limit(self, domain_size: int) -> int:
-        """Hosts that may be fenced in one window, the stricter of the two budgets."""
+        """Hosts that may be fenced in one window, the stricter of the two budgets.  The
+        percentage never rounds a non-empty domain down to zero (a 3-host cloud at 20% may
+        still fence one host); ``max_hosts: 0`` is how fencing is switched off."""
         by_percent = math.floor(domain_size * self.max_percent / 100.0)
+        if domain_size > 0 and self.max_percent > 0:
+            by_percent = max(1, by_percent)
         return max(0, min(self.max_hosts, by_percent))
 
 
@@ -52,7 +57,10 @@ class GuardInput:
     domains: Mapping[str, Mapping[str, str]]  # host -> {kind: domain name}
     domain_sizes: Mapping[tuple[str, str], int]  # (kind, name) -> hosts in that domain
     fence_starts: Sequence[tuple[str, float]]  # (host, when its fencing started)
-    lost_onsets: Sequence[tuple[str, float]]  # (host, when it first lost a signal) recently
+    # (host, when it first lost a signal) for every host losing signals now; the caller leaves
+    # out onsets an operator acknowledged.  The cliff therefore latches: it holds while the
+    # hosts of one burst stay lost, however long ago the burst was.
+    lost_onsets: Sequence[tuple[str, float]]
     hosts_total: int
     hosts_visible: int
     store_ok: bool
@@ -109,16 +117,27 @@ def _halt_reason(policy: GuardPolicy, data: GuardInput) -> str | None:
                 f"halted: this controller sees {data.hosts_visible} of {data.hosts_total} hosts "
                 f"({seen:.0%} < {policy.min_visible_fraction:.0%}); it may be the partitioned one"
             )
-    recent = {h for h, at in data.lost_onsets if data.now - at <= policy.cliff_window}
+    cluster = _largest_cluster(sorted(at for _, at in data.lost_onsets), policy.cliff_window)
     threshold = policy.cliff_hosts
     if data.hosts_total > 0:
         threshold = min(threshold, max(2, math.ceil(data.hosts_total * policy.cliff_percent / 100)))
-    if len(recent) >= threshold:
+    if cluster >= threshold:
         return (
-            f"halted: cliff — {len(recent)} hosts lost signals within {policy.cliff_window:g}s "
-            f"(threshold {threshold}); looks like a partition or shared outage, not host failures"
+            f"halted: cliff — {cluster} hosts lost signals within {policy.cliff_window:g}s "
+            f"(threshold {threshold}); looks like a partition or shared outage, not host failures; "
+            "holds while they stay lost, until an operator acknowledges it"
         )
     return None
+
+
+def _largest_cluster(onsets: Sequence[float], window: float) -> int:
+    """The most onsets that fall within one ``window`` (onsets sorted)."""
+    best, start = 0, 0
+    for end, at in enumerate(onsets):
+        while at - onsets[start] > window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 def _domain_of(data: GuardInput, host: str, kind: str) -> str:

@@ -1,0 +1,166 @@
+"""The composition root: configuration in, a running engine out.
+
+``build_controller(config)`` wires the openstacksdk compute driver, the signal drivers, the
+fence devices, the store and the engine; nothing else in hastack constructs drivers.  The
+simulator's virtual-time scenarios use :func:`build_settings` with their in-process drivers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from hastack.clock import Clock, SystemClock
+from hastack.config import Config
+from hastack.engine.devices import FenceTopology
+from hastack.engine.engine import CONTROL, Engine, EngineOptions
+from hastack.policy.recovery import Segment, Settings
+from hastack.ports.fencing import FenceDevice
+from hastack.ports.signals import SignalSource
+from hastack.ports.store import Store
+
+
+class SegmentMap(Mapping[str, Segment]):
+    """host -> its segment, by the config's patterns (first match wins), cached."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._segments = {s.name: Segment(s.name, s.recovery.policy()) for s in config.segments}
+        self._cache: dict[str, Segment | None] = {}
+
+    def _find(self, host: str) -> Segment | None:
+        if host not in self._cache:
+            seg = self._config.segment_of(host)
+            self._cache[host] = self._segments[seg.name] if seg else None
+        return self._cache[host]
+
+    def __getitem__(self, host: str) -> Segment:
+        found = self._find(host)
+        if found is None:
+            raise KeyError(host)
+        return found
+
+    def __contains__(self, host: object) -> bool:
+        return isinstance(host, str) and self._find(host) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (h for h, s in self._cache.items() if s is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for s in self._cache.values() if s is not None)
+
+
+def build_topology(config: Config) -> FenceTopology:
+    from hastack.drivers.fencing.factory import build_fence_device  # noqa: PLC0415
+
+    hosts: dict[str, list[list[FenceDevice]]] = {}
+    for host, hc in config.hosts.items():
+        hosts[host] = [
+            [
+                build_fence_device(spec, where=f"hosts.{host}.fencing[{n}].devices[{d}]")
+                for d, spec in enumerate(level.devices)
+            ]
+            for n, level in enumerate(hc.fencing)
+        ]
+    return FenceTopology(hosts)
+
+
+def build_settings(config: Config, topology: FenceTopology) -> Settings:
+    patterns = [p for s in config.segments for p in s.spare_hosts]
+    return Settings(
+        profile=config.detection_profile(),
+        guards=config.guard_policy(),
+        fence_levels=topology.levels(),
+        segments=SegmentMap(config),
+        spare_hosts=_SpareHosts(frozenset(), patterns),
+        max_parallel=config.recovery.max_parallel,
+        evacuate_timeout=config.recovery.evacuate_timeout,
+        retries=config.recovery.retries,
+        fence_attempts=config.recovery.fence_attempts,
+        rejoin_auto=config.recovery.rejoin == "auto",
+    )
+
+
+class _SpareHosts(frozenset[str]):
+    """A frozenset that also answers ``in`` for hosts matching a spare pattern."""
+
+    patterns: tuple[str, ...]
+
+    def __new__(cls, hosts: frozenset[str], patterns: list[str]) -> _SpareHosts:
+        obj = super().__new__(cls, hosts)
+        obj.patterns = tuple(patterns)
+        return obj
+
+    def __contains__(self, host: object) -> bool:
+        return isinstance(host, str) and (
+            frozenset.__contains__(self, host)
+            or any(fnmatch.fnmatchcase(host, p) for p in self.patterns)
+        )
+
+
+def open_store(config: Config, clock: Clock) -> Store:
+    from hastack.drivers.store.sqlite import SqliteStore  # noqa: PLC0415
+
+    return SqliteStore(config.store.path, clock)
+
+
+@dataclasses.dataclass
+class Controller:
+    engine: Engine
+    store: Store
+
+    def close(self) -> None:
+        self.engine.close()
+        self.store.close()
+
+
+def build_controller(config: Config, *, clock: Clock | None = None) -> Controller:
+    """Everything ``hastack serve`` runs, wired from ``config``."""
+    from hastack.drivers.openstack.compute import NovaCompute  # noqa: PLC0415
+    from hastack.drivers.openstack.connection import connect  # noqa: PLC0415
+    from hastack.drivers.signals.bmc import BmcPower  # noqa: PLC0415
+    from hastack.drivers.signals.probe import TcpProbe  # noqa: PLC0415
+
+    clock = clock or SystemClock()
+    topology = build_topology(config)
+    settings = build_settings(config, topology)
+    conn = connect(config.cloud.clouds_yaml, config.cloud.name)
+    compute = NovaCompute(
+        conn,
+        evacuate_microversion=config.cloud.evacuate_microversion,
+        timeout=config.cloud.api_timeout,
+    )
+    signals: list[SignalSource] = []
+    targets = {h: (hc.probe.address, hc.probe.port) for h, hc in config.hosts.items() if hc.probe}
+    if targets:
+        signals.append(TcpProbe(targets, settings.profile, timeout=config.detection.probe_timeout))
+    first = topology.first_level()
+    if first:
+        signals.append(BmcPower(first, timeout=config.recovery.fence_timeout))
+    store = open_store(config, clock)
+    options = EngineOptions(
+        name=config.controller.name,
+        tick=config.controller.tick,
+        lease_ttl=config.controller.lease_ttl,
+        fence_timeout=config.recovery.fence_timeout,
+    )
+    engine = Engine(settings, compute, signals, topology, store, clock, options, hosts=config.hosts)
+    return Controller(engine, store)
+
+
+# ---------------------------------------------------------------- operator requests
+
+
+def request(store: Store, kind: str, host: str = "", body: Mapping[str, Any] | None = None) -> None:
+    """Record an operator request (``confirm``, ``maintenance``, ``rejoin``, ``paused``) for
+    the leader to pick up on its next tick.  Unguarded by the lease: operators are not leaders."""
+    key = f"{CONTROL}{kind}/{host}" if host else f"{CONTROL}{kind}"
+    store.put(key, json.dumps(dict(body or {}), sort_keys=True))
+
+
+def withdraw(store: Store, kind: str, host: str = "") -> None:
+    key = f"{CONTROL}{kind}/{host}" if host else f"{CONTROL}{kind}"
+    store.delete(key)

@@ -1,0 +1,519 @@
+"""The engine: the imperative shell around :func:`hastack.policy.recovery.decide`.
+
+Each tick: fold finished actions into the journal, hold the leader lease, observe (Nova's
+services, probes, BMC power for suspect hosts, operator requests from the store, and whatever
+the journal says the core needs: workloads to plan, evacuations to confirm, hosts waiting to
+rejoin), decide, journal the decision, then run its actions on worker threads.  Every step is
+written ``running`` *before* its side effect; every journal write is compare-and-set and guarded
+by the lease (the fencing token), so a deposed controller can neither write nor act.
+
+The same engine runs in real time (thread pools) and in virtual time (``inline=True``: actions
+run synchronously inside the tick, for seeded scenario tests).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from hastack.clock import Clock
+from hastack.domain.fencing import FenceAttempt
+from hastack.domain.hosts import HostObservation, HostRecord, HostState, Reading, Signal
+from hastack.engine.devices import FenceTopology
+from hastack.engine.journal import Journal, Operation, OpState, StepState
+from hastack.errors import (
+    HastackError,
+    LeadershipLost,
+    RevisionConflict,
+    StoreUnavailable,
+    TransientError,
+)
+from hastack.policy import recovery
+from hastack.policy.detection import nova_reading
+from hastack.policy.fencing import OperatorConfirmation
+from hastack.ports.compute import ComputePort, ComputeService, EvacuationStatus, Workload
+from hastack.ports.signals import SignalSource
+from hastack.ports.store import Lease, Store
+
+log = logging.getLogger(__name__)
+
+LEADER = "hastack-leader"
+CONTROL = "/hastack/control/"  # operator requests: confirm/<host>, maintenance/<host>, ...
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    name: str
+    tick: float = 1.0
+    lease_ttl: float = 10.0
+    fence_timeout: float = 10.0
+    workers: int = 16  # evacuate/start/force-down calls in flight
+    fence_workers: int = 8
+    inline: bool = False  # virtual time: run actions inside the tick
+
+
+@dataclasses.dataclass
+class TickReport:
+    at: float
+    verdict: str
+    events: list[recovery.Event]
+    runs: int
+    leader: bool
+    elapsed: float
+
+
+class Engine:
+    def __init__(  # noqa: PLR0917 (the composition root passes each port)
+        self,
+        settings: recovery.Settings,
+        compute: ComputePort,
+        signals: Sequence[SignalSource],
+        fencing: FenceTopology,
+        store: Store,
+        clock: Clock,
+        options: EngineOptions,
+        *,
+        hosts: Iterable[str] = (),
+        domains: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.compute = compute
+        self.signals = {s.signal: s for s in signals}
+        self.fencing = fencing
+        self.store = store
+        self.journal = Journal(store)
+        self.clock = clock
+        self.options = options
+        self.known_hosts = set(hosts)
+        self.domains = dict(domains or {})
+        self.records: dict[str, HostRecord] = {}
+        self.ops: dict[str, Operation] = {}
+        self.revisions: dict[str, int] = {}
+        self.lease: Lease | None = None
+        self.running: set[tuple[str, str]] = set()
+        self.outcomes: queue.SimpleQueue[recovery.Outcome] = queue.SimpleQueue()
+        self.wake = threading.Event()
+        self.listeners: list[Callable[[TickReport], None]] = []
+        self.last_verdict = ""
+        self._last_read: dict[Signal, float] = {}
+        self._services: dict[str, ComputeService] = {}
+        self._stop = threading.Event()
+        self._loaded = False
+        if options.inline:
+            self._pool: concurrent.futures.Executor | None = None
+            self._fence_pool: concurrent.futures.Executor | None = None
+        else:
+            self._pool = concurrent.futures.ThreadPoolExecutor(options.workers, "hastack-act")
+            self._fence_pool = concurrent.futures.ThreadPoolExecutor(
+                options.fence_workers, "hastack-fence"
+            )
+        self._read_pool = concurrent.futures.ThreadPoolExecutor(8, "hastack-read")
+
+    # ------------------------------------------------------------ loop
+
+    def run_forever(self) -> None:
+        """Tick until :meth:`stop`; a finished action wakes the loop early."""
+        while not self._stop.is_set():
+            self.tick()
+            self.wake.wait(self.options.tick)
+            self.wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+
+    def close(self) -> None:
+        for pool in (self._pool, self._fence_pool, self._read_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        if self.lease is not None:
+            with contextlib.suppress(HastackError):
+                self.store.release(self.lease)
+
+    def tick(self) -> TickReport:
+        started = time.monotonic()
+        now = self.clock.now()
+        try:
+            report = self._tick(now)
+        except (StoreUnavailable, LeadershipLost, RevisionConflict) as exc:
+            # Without the journal or the lease nothing may be done; forget what we knew and
+            # reload from the store once it answers and we lead again.
+            self._step_down(f"{type(exc).__name__}: {exc}")
+            report = TickReport(now, f"not acting: {exc}", [], 0, False, 0.0)
+        report.elapsed = time.monotonic() - started
+        for listener in self.listeners:
+            listener(report)
+        return report
+
+    def _tick(self, now: float) -> TickReport:
+        if not self._hold_lease():
+            holder = self.store.current(LEADER)
+            who = holder.holder if holder else "nobody"
+            return TickReport(now, f"standby: {who} leads", [], 0, False, 0.0)
+        if not self._loaded:
+            self._load(now)
+        self._drain(now)
+        snapshot = self._observe(now)
+        ops = list(self.ops.values())
+        decision = recovery.decide(snapshot, self.records, ops, set(self.running), self.settings)
+        self.records = dict(decision.records)
+        for op in decision.writes:
+            self._write(op)
+        for event in decision.events:
+            self._log_event(event)
+        for run in decision.runs:
+            self._start(run, now)
+        if self.options.inline:
+            self._drain(now)
+        self._forget_finished(now)
+        if decision.verdict != self.last_verdict:
+            log.info("verdict: %s", decision.verdict)
+            self.last_verdict = decision.verdict
+        return TickReport(now, decision.verdict, list(decision.events), len(decision.runs), True, 0)
+
+    # ------------------------------------------------------------ leadership and journal
+
+    def _hold_lease(self) -> bool:
+        if self.lease is None:
+            self.lease = self.store.acquire(LEADER, self.options.name, self.options.lease_ttl)
+            if self.lease is not None:
+                log.info("leading with epoch %d", self.lease.epoch)
+                self._loaded = False
+            return self.lease is not None
+        self.lease = self.store.renew(self.lease, self.options.lease_ttl)
+        return True
+
+    def _step_down(self, why: str) -> None:
+        if self.lease is not None:
+            log.warning("stepping down: %s", why)
+        self.lease = None
+        self._loaded = False
+
+    def _load(self, now: float) -> None:
+        window = max((b.window for b in self.settings.guards.budgets), default=0.0)
+        self.ops, self.revisions = {}, {}
+        for op, revision in self.journal.operations():
+            if op.state == OpState.OPEN or now - op.created <= window:
+                self.ops[op.id] = op
+                self.revisions[op.id] = revision
+        self.running = set()
+        self._loaded = True
+        opened = sum(1 for op in self.ops.values() if op.state == OpState.OPEN)
+        if opened:
+            log.info("resuming %d open operation(s) from the journal", opened)
+
+    def _write(self, op: Operation) -> None:
+        assert self.lease is not None
+        op.updated = self.clock.now()
+        if op.id in self.revisions:
+            self.revisions[op.id] = self.journal.save(op, self.revisions[op.id], self.lease)
+        else:
+            self.revisions[op.id] = self.journal.create(op, self.lease)
+        self.ops[op.id] = op
+
+    def _forget_finished(self, now: float) -> None:
+        window = max((b.window for b in self.settings.guards.budgets), default=0.0)
+        for op_id, op in list(self.ops.items()):
+            if op.state != OpState.OPEN and now - op.created > window:
+                del self.ops[op_id]
+                self.revisions.pop(op_id, None)
+
+    # ------------------------------------------------------------ observe
+
+    def _observe(self, now: float) -> recovery.Snapshot:
+        profile = self.settings.profile
+        readings: dict[str, list[Reading]] = {}
+        nova_ok = True
+        try:
+            services = {s.host: s for s in self.compute.services()}
+            self._services = services
+        except HastackError as exc:
+            log.warning("Nova services unreadable: %s", exc)
+            services, nova_ok = {}, False
+        hosts = self.known_hosts | set(services)
+        for host in hosts:
+            svc = services.get(host)
+            if svc is not None:
+                readings.setdefault(host, []).append(
+                    nova_reading(svc.updated_at, svc.up and not svc.forced_down, now, profile)
+                )
+        probe = self.signals.get(Signal.PROBE)
+        if probe is not None and self._due(Signal.PROBE, profile.probe_interval, now):
+            for host, reading in probe.read(sorted(hosts), now).items():
+                readings.setdefault(host, []).append(reading)
+        bmc = self.signals.get(Signal.BMC)
+        if bmc is not None and self._due(Signal.BMC, profile.bmc_interval, now):
+            suspects = [
+                h
+                for h, r in self.records.items()
+                if r.state in (HostState.SUSPECT, HostState.FAILED)
+            ]
+            if suspects:
+                for host, reading in bmc.read(suspects, now).items():
+                    readings.setdefault(host, []).append(reading)
+        agent = self.signals.get(Signal.AGENT)
+        if agent is not None:
+            for host, reading in agent.read(sorted(hosts), now).items():
+                readings.setdefault(host, []).append(reading)
+        observations = {h: HostObservation(h, tuple(readings.get(h, ()))) for h in hosts}
+        visible = sum(
+            1 for h in hosts if h in services or any(r.lost is False for r in readings.get(h, ()))
+        )
+        control = self._control(now)
+        ops = list(self.ops.values())
+        workloads = self._workloads(recovery.workloads_needed(ops))
+        statuses = self._evacuation_statuses(recovery.evacuations_to_check(ops, self.running))
+        cleanup = self._cleanup(recovery.cleanup_to_check(ops), services, now)
+        domains = {}
+        for h in hosts:
+            d = dict(self.domains.get(h, {}))
+            segment = self.settings.segments.get(h)
+            if segment is not None:
+                d.setdefault("segment", segment.name)
+            if h in services and services[h].zone:
+                d.setdefault("az", services[h].zone)
+            domains[h] = d
+        return recovery.Snapshot(
+            now=now,
+            observations=observations,
+            services=services,
+            hosts_total=len(hosts),
+            hosts_visible=visible if nova_ok or readings else 0,
+            store_ok=True,
+            paused=control["paused"],
+            maintenance=frozenset(control["maintenance"]),
+            confirmations=control["confirmations"],
+            rejoin_requests=frozenset(control["rejoin"]),
+            cliff_ack=control["cliff_ack"],
+            workloads=workloads,
+            evacuations=statuses,
+            cleanup_pending=cleanup,
+            domains=domains,
+        )
+
+    def _due(self, signal: Signal, interval: float, now: float) -> bool:
+        last = self._last_read.get(signal)
+        if last is not None and now - last < interval - 1e-6:
+            return False
+        self._last_read[signal] = now
+        return True
+
+    def _control(self, now: float) -> dict[str, Any]:
+        """Operator requests, read from the store (written by the CLI or the API)."""
+        out: dict[str, Any] = {
+            "paused": False,
+            "maintenance": [],
+            "confirmations": {},
+            "cliff_ack": None,
+            "rejoin": [],
+        }
+        for entry in self.store.list(CONTROL):
+            kind, _, host = entry.key.removeprefix(CONTROL).partition("/")
+            try:
+                body = json.loads(entry.value) if entry.value else {}
+            except ValueError:
+                log.warning("ignoring unreadable control entry %s", entry.key)
+                continue
+            if kind == "paused":
+                out["paused"] = True
+            elif kind == "cliff-ack":
+                out["cliff_ack"] = float(body.get("at", now))
+            elif kind == "maintenance" and host:
+                out["maintenance"].append(host)
+            elif kind == "rejoin" and host:
+                out["rejoin"].append(host)
+            elif kind == "confirm" and host:
+                out["confirmations"][host] = OperatorConfirmation(
+                    str(body.get("operator", "unknown")),
+                    float(body.get("at", now)),
+                    str(body.get("comment", "")),
+                )
+        return out
+
+    def _workloads(self, hosts: set[str]) -> dict[str, Workload]:
+        out = {}
+        for host in sorted(hosts):
+            try:
+                out[host] = self.compute.workload(host)
+            except HastackError as exc:
+                log.warning("cannot read %s's workload: %s", host, exc)
+        return out
+
+    def _evacuation_statuses(self, wanted: list[tuple[str, str]]) -> dict[str, EvacuationStatus]:
+        def one(item: tuple[str, str]) -> EvacuationStatus | None:
+            try:
+                return self.compute.evacuation_status(*item)
+            except HastackError as exc:
+                log.debug("evacuation status of %s unreadable: %s", item[0], exc)
+                return None
+
+        if self.options.inline or len(wanted) <= 1:
+            results = [one(w) for w in wanted]
+        else:
+            results = list(self._read_pool.map(one, wanted))
+        return {w[0]: r for w, r in zip(wanted, results, strict=True) if r is not None}
+
+    def _cleanup(
+        self, hosts: list[str], services: Mapping[str, ComputeService], now: float
+    ) -> dict[str, int]:
+        out = {}
+        for host in hosts:
+            svc = services.get(host)
+            if svc is None or svc.updated_at is None:
+                continue
+            if now - svc.updated_at > self.settings.profile.nova_stale_after:
+                continue  # not back yet: no need to ask
+            try:
+                out[host] = len(self.compute.evacuations_pending_cleanup(host))
+            except HastackError as exc:
+                log.debug("cleanup of %s unreadable: %s", host, exc)
+        return out
+
+    # ------------------------------------------------------------ act
+
+    def _start(self, run: recovery.Run, now: float) -> None:
+        op = self.ops.get(run.op)
+        if op is None or (run.op, run.step) in self.running:
+            return
+        self._write(recovery.mark_running(op, run, now))  # write-ahead
+        self.running.add((run.op, run.step))
+        epoch = self.lease.epoch if self.lease else -1
+        if self.options.inline:
+            self.outcomes.put(self._execute(run, epoch))
+            return
+        pool = self._fence_pool if run.action == "fence" else self._pool
+        assert pool is not None
+        pool.submit(self._execute_and_wake, run, epoch)
+
+    def _execute_and_wake(self, run: recovery.Run, epoch: int) -> None:
+        self.outcomes.put(self._execute(run, epoch))
+        self.wake.set()
+
+    def _drain(self, now: float) -> None:
+        changed: dict[str, Operation] = {}
+        while True:
+            try:
+                outcome = self.outcomes.get_nowait()
+            except queue.Empty:
+                break
+            self.running.discard((outcome.run.op, outcome.run.step))
+            op = changed.get(outcome.run.op) or self.ops.get(outcome.run.op)
+            if op is None:
+                continue
+            changed[op.id] = recovery.apply_outcome(op, outcome, self.settings, now)
+        for op in changed.values():
+            self._write(op)
+
+    def _still_leader(self, epoch: int) -> bool:
+        """The fencing token, checked right before every side effect."""
+        lease = self.store.current(LEADER)
+        return (
+            lease is not None
+            and lease.holder == self.options.name
+            and lease.epoch == epoch
+            and lease.expires_at > self.clock.now()
+        )
+
+    def _execute(self, run: recovery.Run, epoch: int) -> recovery.Outcome:
+        try:
+            if not self._still_leader(epoch):
+                return recovery.Outcome(run, False, "leadership lost: not acting", transient=True)
+            return self._act(run, epoch)
+        except HastackError as exc:
+            return recovery.Outcome(run, False, str(exc), transient=isinstance(exc, TransientError))
+        except Exception as exc:  # a driver bug must not kill the engine
+            log.exception("action %s on %s failed unexpectedly", run.action, run.step)
+            return recovery.Outcome(run, False, f"unexpected error: {exc!r}")
+
+    def _act(self, run: recovery.Run, epoch: int) -> recovery.Outcome:
+        args = run.args
+        if run.action == "fence":
+            return self._fence(run, epoch)
+        op = self.ops.get(run.op)
+        if op is None or recovery.proof_of(op) is None:
+            return recovery.Outcome(run, False, "refused: no fence proof for the host")
+        if run.action == "force-down":
+            proof = recovery.proof_of(op)
+            assert proof is not None
+            reason = f"hastack: fenced ({proof.kind} by {proof.by}); recovery {op.id}"
+            self.compute.force_down(args["host"], reason)
+            return recovery.Outcome(run, True, "forced down and disabled in Nova")
+        if run.action == "evacuate":
+            return self._evacuate(run)
+        if run.action == "start":
+            self.compute.start(args["instance"])
+            return recovery.Outcome(run, True, "started")
+        if run.action == "rejoin":
+            self.compute.enable(args["host"])
+            return recovery.Outcome(run, True, "re-enabled in Nova")
+        return recovery.Outcome(run, False, f"unknown action {run.action}")
+
+    def _fence(self, run: recovery.Run, epoch: int) -> recovery.Outcome:
+        host, level = run.args["host"], int(run.args["level"])
+        attempts = []
+        for name in run.args["devices"]:
+            device = self.fencing.device(host, name)
+            if device is None:
+                attempts.append(
+                    FenceAttempt(level, name, False, "device not configured", self.clock.now())
+                )
+                continue
+            if not self._still_leader(epoch):
+                break
+            result = device.off(self.options.fence_timeout)
+            attempts.append(FenceAttempt(level, name, result.ok, result.reason, self.clock.now()))
+        ok = bool(attempts) and all(a.ok for a in attempts)
+        return recovery.Outcome(
+            run, ok, "; ".join(a.reason for a in attempts), attempts=tuple(attempts)
+        )
+
+    def _evacuate(self, run: recovery.Run) -> recovery.Outcome:
+        args = run.args
+        instance, host = args["instance"], args["host"]
+        status = self.compute.evacuation_status(instance, host)  # check the world first
+        if status.phase == "done":
+            return recovery.Outcome(run, True, "", already=f"already evacuated to {status.host}")
+        if status.phase == "running":
+            return recovery.Outcome(run, True, "", already="evacuation already under way")
+        if status.host not in (None, host) and status.status:
+            return recovery.Outcome(
+                run, False, f"no longer on {host} (Nova shows it on {status.host}); not evacuated"
+            )
+        if status.status == "ERROR" or args.get("reset"):
+            self.compute.reset_state(instance, "active")
+        self.compute.evacuate(instance, args.get("target"))
+        where = args.get("target") or "a host Nova's scheduler chooses"
+        return recovery.Outcome(run, True, f"evacuation to {where} accepted", issued=True)
+
+    # ------------------------------------------------------------ audit
+
+    def _log_event(self, event: recovery.Event) -> None:
+        log.info("%s: %s", event.subject, event.message)
+
+
+def summarize(ops: Iterable[Operation]) -> list[dict[str, Any]]:
+    """Operations as plain rows (for the CLI and the demo)."""
+    rows = []
+    for op in ops:
+        evacs = [s for s in op.steps if s.kind == recovery.EVACUATE]
+        state, reason = recovery.host_state(op)
+        rows.append(
+            {
+                "id": op.id,
+                "host": op.subject,
+                "state": op.state.value,
+                "host_state": state.value,
+                "evacuations": len(evacs),
+                "done": sum(1 for s in evacs if s.state == StepState.DONE),
+                "reason": reason,
+            }
+        )
+    return rows
