@@ -102,6 +102,7 @@ class Host:
     bmc_username: str = "admin"
     bmc_password: str = "password"
     ipmi_port: int = 0
+    probe_port: int = 0  # the TCP port that answers while the host's OS is reachable
 
     @property
     def heartbeating(self) -> bool:

@@ -17,11 +17,13 @@ from hastack.sim.build import CloudSpec, build_world
 from hastack.sim.cloud import SimCloud
 from hastack.sim.files import write_clouds_yaml, write_hastack_config, write_state
 from hastack.sim.http.app import SimServer
+from hastack.sim.probe import ProbeFarm
 from hastack.sim.world import SimConfig, World
 
 log = logging.getLogger(__name__)
 
-# Above this many hosts the BMCs are off unless asked for: one UDP socket per host adds up.
+# Above this many hosts the BMCs and probe ports are off unless asked for: one UDP socket and
+# one TCP socket per host add up.
 BMC_AUTO_LIMIT = 2000
 
 
@@ -33,6 +35,7 @@ class SimOptions:
     cloud_name: str = "hastack-sim"
     port: int = 0
     bmc: bool | None = None  # None: on when hosts <= BMC_AUTO_LIMIT
+    probe: bool | None = None  # a TCP probe port per host; None: on when the BMCs are
     ipmi_port_base: int = 0  # 0: free ports chosen by the OS
     redfish_port: int = 0
     write_files: bool = True
@@ -61,6 +64,10 @@ class RunningSim:
                 redfish_port=options.redfish_port,
                 cert_dir=options.workdir / "sim-tls",
             )
+        want_probe = options.probe if options.probe is not None else want_bmc
+        self.probes: ProbeFarm | None = None
+        if want_probe:
+            self.probes = ProbeFarm(self.world, sorted(self.world.hosts))
         self.files: dict[str, Path] = {}
 
     @property
@@ -73,11 +80,17 @@ class RunningSim:
             self.farm.start()
             for host in self.world.hosts.values():
                 host.ipmi_port = self.farm.ipmi_port(host.name)
+        if self.probes is not None:
+            self.probes.start()
+            for host in self.world.hosts.values():
+                host.probe_port = self.probes.port(host.name)
         if self.options.write_files:
             self.write_files()
         return self
 
     def stop(self) -> None:
+        if self.probes is not None:
+            self.probes.stop()
         if self.farm is not None:
             self.farm.stop()
         self.server.stop()
@@ -113,7 +126,8 @@ class RunningSim:
 
     def hastack_config(self, clouds: Path) -> dict[str, Any]:
         """The controller configuration for this cloud: every instance protected, every host
-        with IPMI as fence level 1 and Redfish as level 2 (when the BMCs are on the wire)."""
+        with IPMI as fence level 1 and Redfish as level 2 (when the BMCs are on the wire) and
+        its TCP probe port (when the probe ports are on)."""
         hosts: dict[str, Any] = {}
         for host in sorted(self.world.hosts.values(), key=lambda h: h.name):
             levels: list[dict[str, Any]] = []
@@ -145,6 +159,8 @@ class RunningSim:
                     }
                 )
             hosts[host.name] = {"fencing": levels}
+            if self.probes is not None:
+                hosts[host.name]["probe"] = {"address": "127.0.0.1", "port": host.probe_port}
         return {
             "cloud": {"name": self.options.cloud_name, "clouds_yaml": str(clouds)},
             "profile": "default",
@@ -170,5 +186,8 @@ class RunningSim:
             out["redfish"] = self.farm.redfish_url
             ports = sorted(h.ipmi_port for h in self.world.hosts.values())
             out["ipmi_ports"] = f"{ports[0]}-{ports[-1]}" if ports else ""
+        if self.probes is not None:
+            ports = sorted(h.probe_port for h in self.world.hosts.values())
+            out["probe_ports"] = f"{ports[0]}-{ports[-1]}" if ports else ""
         out.update({k: str(v) for k, v in self.files.items()})
         return out
