@@ -139,7 +139,8 @@ def build_controller(config: Config, *, clock: Clock | None = None) -> Controlle
         signals.append(TcpProbe(targets, settings.profile, timeout=config.detection.probe_timeout))
     first = topology.first_level()
     if first:
-        signals.append(BmcPower(first, timeout=config.recovery.fence_timeout))
+        # status reads are quick or useless: a dead BMC must not hold the tick for long
+        signals.append(BmcPower(first, timeout=min(3.0, config.recovery.fence_timeout)))
     store = open_store(config, clock)
     options = EngineOptions(
         name=config.controller.name,

@@ -124,8 +124,10 @@ def workloads_needed(ops: Sequence[Operation]) -> set[str]:
     for op in ops:
         if op.state != OpState.OPEN or op.kind != RECOVER:
             continue
-        down, plan = op.step(FORCE_DOWN), op.step(PLAN)
-        planning = down and down.state == StepState.DONE and plan and plan.state != StepState.DONE
+        fence, plan = op.step(FENCE), op.step(PLAN)
+        # read as soon as the host is fenced, while the force-down runs: the plan is then
+        # made, and its first evacuations issued, in the pass that sees the force-down done
+        planning = fence and fence.state == StepState.DONE and plan and plan.state != StepState.DONE
         if planning or any(s.params.get("retarget") for s in _evacuations(op)):
             out.add(op.subject)
     return out
@@ -445,10 +447,10 @@ def _advance(  # noqa: PLR0917
     plan = w.op.step(PLAN)
     if plan is not None and plan.state != StepState.DONE:
         workload = snapshot.workloads.get(host)
-        if workload is not None:
-            _make_plan(w, workload, settings, avoid)
-            events.append(Event(host, f"plan: {w.op.step(PLAN).result}"))  # type: ignore[union-attr]
-        return w.op
+        if workload is None:
+            return w.op
+        _make_plan(w, workload, settings, avoid)
+        events.append(Event(host, f"plan: {w.op.step(PLAN).result}"))  # type: ignore[union-attr]
     _advance_evacuations(w, snapshot, running, settings, (budget, avoid), runs, events)
     rejoin = w.op.step(REJOIN)
     if rejoin is not None and rejoin.state != StepState.DONE and _ready_for(w.op, REJOIN):
