@@ -65,6 +65,7 @@ class DetectionOverrides(_Strict):
     confirm_after: float | None = Field(None, ge=0)
     probe_interval: float | None = Field(None, gt=0)
     bmc_interval: float | None = Field(None, gt=0)
+    nova_interval: float | None = Field(None, gt=0)
     probe_timeout: float = Field(1.0, gt=0, le=30)
 
 

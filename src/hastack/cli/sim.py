@@ -72,6 +72,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=1.0,
         help="fraction of instances tagged HA_Enabled=True (default 1.0)",
     )
+    serve.add_argument("--host-vcpus", type=int, default=32, help="physical cores per host")
+    serve.add_argument("--host-memory-mb", type=int, default=131072, help="RAM per host")
     serve.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
     serve.set_defaults(func=cmd_serve)
 
@@ -146,6 +148,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         seed=args.seed,
         azs=args.azs,
         ha_enabled_ratio=args.ha_enabled_ratio,
+        host_vcpus=args.host_vcpus,
+        host_memory_mb=args.host_memory_mb,
     )
     timing = SimConfig(
         report_interval=args.report_interval,

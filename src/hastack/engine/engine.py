@@ -55,7 +55,7 @@ class EngineOptions:
     tick: float = 1.0
     lease_ttl: float = 10.0
     fence_timeout: float = 10.0
-    workers: int = 16  # evacuate/start/force-down calls in flight
+    workers: int = 32  # evacuate/start/force-down calls in flight
     fence_workers: int = 8
     inline: bool = False  # virtual time: run actions inside the tick
 
@@ -120,11 +120,27 @@ class Engine:
     # ------------------------------------------------------------ loop
 
     def run_forever(self) -> None:
-        """Tick until :meth:`stop`; a finished action wakes the loop early."""
+        """Tick until :meth:`stop`; a finished action wakes the loop early.  The lease is
+        renewed by its own thread, so a long tick (a big plan, a slow API) never loses it."""
+        keeper = threading.Thread(target=self._keep_lease, name="hastack-lease", daemon=True)
+        keeper.start()
         while not self._stop.is_set():
             self.tick()
             self.wake.wait(self.options.tick)
             self.wake.clear()
+        keeper.join(timeout=5)
+
+    def _keep_lease(self) -> None:
+        while not self._stop.wait(self.options.lease_ttl / 3):
+            lease = self.lease
+            if lease is None:
+                continue
+            try:
+                self.lease = self.store.renew(lease, self.options.lease_ttl)
+            except LeadershipLost as exc:
+                self._step_down(f"lease lost: {exc}")
+            except HastackError as exc:
+                log.warning("lease renewal failed: %s", exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -148,6 +164,10 @@ class Engine:
             # reload from the store once it answers and we lead again.
             self._step_down(f"{type(exc).__name__}: {exc}")
             report = TickReport(now, f"not acting: {exc}", [], 0, False, 0.0)
+        except Exception as exc:  # a bug must not stop the loop; it must not act blindly either
+            log.exception("tick failed")
+            self._step_down(f"tick failed: {exc!r}")
+            report = TickReport(now, f"not acting: tick failed: {exc!r}", [], 0, False, 0.0)
         report.elapsed = time.monotonic() - started
         for listener in self.listeners:
             listener(report)
@@ -169,8 +189,7 @@ class Engine:
             self._write(op)
         for event in decision.events:
             self._log_event(event)
-        for run in decision.runs:
-            self._start(run, now)
+        self._start_all(decision.runs, now)
         if self.options.inline:
             self._drain(now)
         self._forget_finished(now)
@@ -231,15 +250,18 @@ class Engine:
     def _observe(self, now: float) -> recovery.Snapshot:
         profile = self.settings.profile
         readings: dict[str, list[Reading]] = {}
-        nova_ok = True
-        try:
-            services = {s.host: s for s in self.compute.services()}
-            self._services = services
-        except HastackError as exc:
-            log.warning("Nova services unreadable: %s", exc)
-            services, nova_ok = {}, False
+        nova_ok, fresh = True, False
+        services = self._services
+        if self._due(Signal.NOVA, profile.nova_interval, now) or not services:
+            try:
+                services = {s.host: s for s in self.compute.services()}
+                self._services, fresh = services, True
+            except HastackError as exc:
+                log.warning("Nova services unreadable: %s", exc)
+                services, nova_ok = {}, False
+                self._services = {}
         hosts = self.known_hosts | set(services)
-        for host in hosts:
+        for host in hosts if fresh else ():
             svc = services.get(host)
             if svc is not None:
                 readings.setdefault(host, []).append(
@@ -348,18 +370,16 @@ class Engine:
         return out
 
     def _evacuation_statuses(self, wanted: list[tuple[str, str]]) -> dict[str, EvacuationStatus]:
-        def one(item: tuple[str, str]) -> EvacuationStatus | None:
+        by_source: dict[str, list[str]] = {}
+        for instance, source in wanted:
+            by_source.setdefault(source, []).append(instance)
+        out: dict[str, EvacuationStatus] = {}
+        for source, instances in sorted(by_source.items()):
             try:
-                return self.compute.evacuation_status(*item)
+                out.update(self.compute.evacuation_statuses(source, instances))
             except HastackError as exc:
-                log.debug("evacuation status of %s unreadable: %s", item[0], exc)
-                return None
-
-        if self.options.inline or len(wanted) <= 1:
-            results = [one(w) for w in wanted]
-        else:
-            results = list(self._read_pool.map(one, wanted))
-        return {w[0]: r for w, r in zip(wanted, results, strict=True) if r is not None}
+                log.warning("evacuations from %s unreadable: %s", source, exc)
+        return out
 
     def _cleanup(
         self, hosts: list[str], services: Mapping[str, ComputeService], now: float
@@ -379,19 +399,24 @@ class Engine:
 
     # ------------------------------------------------------------ act
 
-    def _start(self, run: recovery.Run, now: float) -> None:
-        op = self.ops.get(run.op)
-        if op is None or (run.op, run.step) in self.running:
-            return
-        self._write(recovery.mark_running(op, run, now))  # write-ahead
-        self.running.add((run.op, run.step))
+    def _start_all(self, runs: Sequence[recovery.Run], now: float) -> None:
+        """Write every run's step ``running`` (one journal write per operation), then run."""
+        fresh = [r for r in runs if r.op in self.ops and (r.op, r.step) not in self.running]
+        marked: dict[str, Operation] = {}
+        for run in fresh:
+            op = marked.get(run.op) or self.ops[run.op]
+            marked[run.op] = recovery.mark_running(op, run, now)
+        for op in marked.values():
+            self._write(op)  # write-ahead: a crash from here on is resumed from "running"
         epoch = self.lease.epoch if self.lease else -1
-        if self.options.inline:
-            self.outcomes.put(self._execute(run, epoch))
-            return
-        pool = self._fence_pool if run.action == "fence" else self._pool
-        assert pool is not None
-        pool.submit(self._execute_and_wake, run, epoch)
+        for run in fresh:
+            self.running.add((run.op, run.step))
+            if self.options.inline:
+                self.outcomes.put(self._execute(run, epoch))
+                continue
+            pool = self._fence_pool if run.action == "fence" else self._pool
+            assert pool is not None
+            pool.submit(self._execute_and_wake, run, epoch)
 
     def _execute_and_wake(self, run: recovery.Run, epoch: int) -> None:
         self.outcomes.put(self._execute(run, epoch))
@@ -478,20 +503,25 @@ class Engine:
     def _evacuate(self, run: recovery.Run) -> recovery.Outcome:
         args = run.args
         instance, host = args["instance"], args["host"]
-        status = self.compute.evacuation_status(instance, host)  # check the world first
-        if status.phase == "done":
-            return recovery.Outcome(run, True, "", already=f"already evacuated to {status.host}")
-        if status.phase == "running":
-            return recovery.Outcome(run, True, "", already="evacuation already under way")
-        if status.host not in (None, host) and status.status:
-            return recovery.Outcome(
-                run, False, f"no longer on {host} (Nova shows it on {status.host}); not evacuated"
-            )
-        if status.status == "ERROR" or args.get("reset"):
+        reset = bool(args.get("reset"))
+        if args.get("check"):  # resumed or retried: check the world before repeating
+            status = self.compute.evacuation_status(instance, host)
+            if status.phase == "done":
+                return recovery.Outcome(run, True, "", already=f"already on {status.host}")
+            if status.phase == "running":
+                return recovery.Outcome(run, True, "", already="evacuation already under way")
+            if status.host not in (None, host) and status.status:
+                return recovery.Outcome(
+                    run, False, f"no longer on {host} (Nova shows it on {status.host})"
+                )
+            reset = reset or status.status == "ERROR"
+        if reset:
             self.compute.reset_state(instance, "active")
         self.compute.evacuate(instance, args.get("target"))
         where = args.get("target") or "a host Nova's scheduler chooses"
-        return recovery.Outcome(run, True, f"evacuation to {where} accepted", issued=True)
+        return recovery.Outcome(
+            run, True, f"evacuation to {where} accepted", issued=True, at=self.clock.now()
+        )
 
     # ------------------------------------------------------------ audit
 

@@ -30,6 +30,7 @@ class DetectionProfile:
     confirm_after: float  # how long two signals must both stay lost
     probe_interval: float  # how often the engine probes (used by the engine, stated here)
     bmc_interval: float  # how often the engine reads BMC power
+    nova_interval: float = 2.0  # how often the engine lists Nova's services
 
 
 PROFILES = {
@@ -50,6 +51,7 @@ PROFILES = {
         confirm_after=1.0,
         probe_interval=0.5,
         bmc_interval=1.0,
+        nova_interval=1.0,
     ),
 }
 

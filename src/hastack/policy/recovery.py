@@ -269,6 +269,13 @@ def _detect(
             continue
         if record.state in (HostState.MAINTENANCE, HostState.RECOVERED):
             record = HostRecord(host, HostState.OK, now, "back in service")
+        if (
+            record.state == HostState.OK
+            and not record.lost_since
+            and not any(r.lost for r in obs.readings)
+            and host in new_records
+        ):
+            continue  # the common case at 10,000 hosts: healthy and still healthy
         assessment = assess(record, obs, settings.profile, now)
         new_records[host] = assessment.record
         if assessment.changed:
@@ -611,7 +618,7 @@ def _advance_evacuations(  # noqa: PLR0917
         status = snapshot.evacuations.get(s.params["instance"])
         if status is None:
             if s.params.get("phase") == "pending":  # written before a crash: check the world
-                runs.append(Run(w.op.id, s.id, "evacuate", _evac_args(host, s)))
+                runs.append(Run(w.op.id, s.id, "evacuate", _evac_args(host, s, check=True)))
             continue
         _confirm(w, s, status, settings, runs, events)
     # then new issues, wave by wave, within the concurrency budget
@@ -629,15 +636,19 @@ def _advance_evacuations(  # noqa: PLR0917
         if s.params.get("retarget") and not _retarget(w, s, snapshot, segment, avoid):
             continue
         budget[0] -= 1
-        runs.append(Run(w.op.id, s.id, "evacuate", _evac_args(host, w.op.step(s.id) or s)))
+        step = w.op.step(s.id) or s
+        runs.append(Run(w.op.id, s.id, "evacuate", _evac_args(host, step, check=step.attempts > 0)))
 
 
-def _evac_args(host: str, s: Step) -> dict[str, Any]:
+def _evac_args(host: str, s: Step, *, check: bool) -> dict[str, Any]:
+    """``check``: ask Nova first (a resumed or retried step); a step that never ran is issued
+    straight away (nothing of ours can be under way)."""
     return {
         "host": host,
         "instance": s.params["instance"],
         "target": s.params.get("target"),
         "reset": bool(s.params.get("reset")),
+        "check": check,
     }
 
 
@@ -824,6 +835,7 @@ class Outcome:
     attempts: tuple[FenceAttempt, ...] = ()  # fence runs
     issued: bool = False  # evacuate runs: Nova accepted it (or it was already under way)
     already: str | None = None  # evacuate runs: Nova shows it done already (resumed)
+    at: float | None = None  # when the executor finished (Nova accepted it); None: unknown
 
 
 def mark_running(op: Operation, run: Run, now: float) -> Operation:

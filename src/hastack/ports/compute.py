@@ -115,6 +115,16 @@ class ComputePort(Protocol):
         that no longer exists is phase NONE with status "" (not an error)."""
         ...
 
+    def evacuation_statuses(
+        self, source: str, instances: Sequence[str]
+    ) -> dict[str, EvacuationStatus]:
+        """:meth:`evacuation_status` for many instances of one source, in a few calls (one
+        migration list, then the servers of the destinations whose migrations finished): what
+        the engine polls while hundreds of evacuations are in flight.  Same phase rules; while a
+        migration is still running or has failed, the phase comes from the migration alone and
+        the server fields may be empty."""
+        ...
+
     def start(self, instance: str) -> None:
         """Power on a SHUTOFF instance (used when Nova left an evacuated ACTIVE one SHUTOFF).
         Idempotent: Nova's 409 for a server already ACTIVE (no task) counts as success."""

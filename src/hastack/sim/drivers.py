@@ -202,6 +202,11 @@ class SimCompute:
                 destination=newest.dest_compute if newest else None,
             )
 
+    def evacuation_statuses(
+        self, source: str, instances: Sequence[str]
+    ) -> dict[str, EvacuationStatus]:
+        return {i: self.evacuation_status(i, source) for i in instances}
+
     def evacuations_pending_cleanup(self, host: str) -> Sequence[str]:
         self._enter("evacuations_pending_cleanup")
         with self.world.lock:

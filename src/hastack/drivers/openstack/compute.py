@@ -30,6 +30,7 @@ from hastack.errors import PermanentError
 from hastack.ports.compute import (
     PENDING_CLEANUP,
     ComputeService,
+    EvacuationPhase,
     EvacuationStatus,
     Workload,
     evacuation_status,
@@ -167,6 +168,56 @@ class NovaCompute:
             migration_status=newest.get("status") if newest else None,
             destination=newest.get("dest_compute") if newest else None,
         )
+
+    def evacuation_statuses(
+        self, source: str, instances: Sequence[str]
+    ) -> dict[str, EvacuationStatus]:
+        wanted = set(instances)
+        newest: dict[str, dict[str, Any]] = {}
+        for m in self._evacuations(f"source_compute={source}"):
+            key = str(m.get("instance_uuid"))
+            mine = key in wanted and m.get("source_compute") == source
+            if mine and (key not in newest or _age(m) > _age(newest[key])):
+                newest[key] = m
+        finished: dict[str, set[str]] = {}
+        for inst, m in newest.items():
+            if m.get("status") in ("done", "completed") and m.get("dest_compute"):
+                finished.setdefault(m["dest_compute"], set()).add(inst)
+        servers: dict[str, dict[str, Any]] = {}
+        for dest, ids in sorted(finished.items()):
+            url = f"/servers/detail?all_tenants=1&host={dest}"
+            for listed in self.nova.pages(url, "servers", mv=LIST_MV_MIN):
+                if listed.get("id") in ids:
+                    servers[listed["id"]] = listed
+        out: dict[str, EvacuationStatus] = {}
+        for inst in instances:
+            mig = newest.get(inst)
+            row = servers.get(inst)
+            if mig is None or (mig.get("status") in ("done", "completed") and row is None):
+                out[inst] = self.evacuation_status(inst, source)  # not in bulk: ask directly
+            elif row is None:
+                failed = mig.get("status") in ("failed", "error")
+                out[inst] = EvacuationStatus(
+                    inst,
+                    EvacuationPhase.FAILED if failed else EvacuationPhase.RUNNING,
+                    None,
+                    "",
+                    None,
+                    mig.get("status"),
+                    mig.get("dest_compute"),
+                    f"migration {mig.get('status')}",
+                )
+            else:
+                out[inst] = evacuation_status(
+                    inst,
+                    source,
+                    server_status=str(row.get("status") or ""),
+                    host=row.get("OS-EXT-SRV-ATTR:host"),
+                    task_state=row.get("OS-EXT-STS:task_state"),
+                    migration_status=mig.get("status"),
+                    destination=mig.get("dest_compute"),
+                )
+        return out
 
     def evacuations_pending_cleanup(self, host: str) -> Sequence[str]:
         migs = self._evacuations(f"source_compute={host}")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import openstack
 import openstack.utils
+import requests.adapters
 from keystoneauth1 import exceptions as ks_exc
 from openstack import config as os_config
 from openstack import exceptions as sdk_exc
@@ -25,6 +26,7 @@ from openstack import exceptions as sdk_exc
 from hastack.errors import PermanentError, TransientError
 
 PAGE = 1000  # rows per page for our own marker/limit pagination
+POOL = 64  # HTTP connections kept per host
 
 
 def connect(clouds_yaml: str | pathlib.Path | None, cloud: str) -> openstack.connection.Connection:
@@ -35,9 +37,15 @@ def connect(clouds_yaml: str | pathlib.Path | None, cloud: str) -> openstack.con
     try:
         files = [str(clouds_yaml)] if clouds_yaml is not None else None
         config = os_config.OpenStackConfig(config_files=files, load_envvars=False)
-        return openstack.connection.Connection(config=config.get_one(cloud=cloud))
+        conn = openstack.connection.Connection(config=config.get_one(cloud=cloud))
     except (sdk_exc.SDKException, ks_exc.ClientException, OSError) as exc:
         raise PermanentError(f"cannot use cloud {cloud!r} of {clouds_yaml}: {exc}") from exc
+    # The engine calls Nova from many worker threads at once (hundreds of evacuations):
+    # keep a connection per worker instead of requests' default pool of 10.
+    http = conn.session.session
+    for prefix in ("http://", "https://"):
+        http.mount(prefix, requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=POOL))
+    return conn
 
 
 def error_message(body: Any, fallback: str) -> str:
