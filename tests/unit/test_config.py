@@ -77,7 +77,7 @@ def test_unreadable_and_invalid_yaml(tmp_path: pathlib.Path) -> None:
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("cloud: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML.*line"):
+    with pytest.raises(ConfigError, match=r"not valid YAML.*line"):
         load_config(bad)
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
