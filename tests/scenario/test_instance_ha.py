@@ -94,8 +94,8 @@ def test_compute_crash_alone_is_not_a_host_failure(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("dead", ["bmc-dead", "bmc-hang", "bmc-busy"])
-def test_dead_first_level_fails_over_to_the_second(seed: int, dead: str) -> None:
-    # Both levels sit on the same simulated BMC here, so a dead BMC kills both: expect
+def test_dead_bmc_behind_every_level_leaves_fence_failed(seed: int, dead: str) -> None:
+    # Both levels sit on the host's one simulated BMC, so a dead BMC fails both: expect
     # fence_failed, nothing evacuated, and the reason naming both levels.
     faults = [Fault(4, "compute06", dead), Fault(5, "compute06", "hang")]
     with Scenario(spec(seed, faults, fence_levels=2)) as s:
@@ -107,6 +107,23 @@ def test_dead_first_level_fails_over_to_the_second(seed: int, dead: str) -> None
         assert fence.state == StepState.FAILED
         assert "level 1" in fence.result and "level 2" in fence.result
         assert all(s.world.instances[i].host == "compute06" for i in ids), "nothing evacuated"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("mode", ["power", "hang"])
+def test_broken_first_level_fails_over_to_the_next(seed: int, mode: str) -> None:
+    broken = {0: "authentication failed"}
+    with Scenario(
+        spec(seed, [Fault(5, "compute06", mode)], fence_levels=2, broken_levels=broken)
+    ) as s:
+        ids = victims(s, "compute06")
+        assert s.run(300, until=recovered("compute06")), "\n".join(s.history)
+        fence = s.operations()[0].step("fence")
+        failed = [a for a in fence.params["attempts"] if not a["ok"]]
+        assert failed and all(a["level"] == 0 for a in failed)
+        assert "authentication failed" in failed[0]["reason"]
+        assert fence.params["proof"]["by"] == "sim-bmc2 compute06"
+        assert_all_moved(s, "compute06", ids)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -209,6 +226,19 @@ def test_opt_in_policy_leaves_others_alone(seed: int) -> None:
         assert s.run(300, until=recovered("compute03"))
         for vm in ids:
             assert (s.world.instances[vm].host != "compute03") == (vm in tagged)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_manual_rejoin_waits_for_the_operator(seed: int) -> None:
+    faults = [Fault(5, "compute03", "power"), Fault(40, "compute03", "recover")]
+    with Scenario(spec(seed, faults, rejoin_auto=False)) as s:
+        s.run(120)
+        (op,) = s.open_operations()
+        assert "waiting for an operator" in op.step("rejoin").result, "\n".join(s.history)
+        assert s.world.hosts["compute03"].service.forced_down
+        request(s.store, "rejoin", "compute03", {"operator": "alice", "at": s.clock.now()})
+        assert s.run(30, until=lambda sc: not sc.open_operations())
+        assert not s.world.hosts["compute03"].service.forced_down
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -14,12 +14,17 @@ from hastack.sim.bmc.backend import BmcBackend, BmcCondition, PowerAction
 
 
 class SimBmc:
-    def __init__(self, backend: BmcBackend, host: str, *, kind: str = "ipmi") -> None:
+    def __init__(
+        self, backend: BmcBackend, host: str, *, kind: str = "ipmi", broken: str | None = None
+    ) -> None:
         self.backend = backend
         self.host = host
         self.name = f"sim-{kind} {host}"
+        self.broken = broken  # e.g. "authentication failed": a misconfigured device
 
     def _answer(self, action: str, timeout: float) -> FenceResult | None:
+        if self.broken:
+            return FenceResult(self.name, action, PowerState.UNKNOWN, False, self.broken, 0.0)
         condition = self.backend.bmc_condition(self.host)
         if condition in (BmcCondition.DEAD, BmcCondition.HUNG):
             return FenceResult(

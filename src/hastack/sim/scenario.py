@@ -110,6 +110,7 @@ class ScenarioSpec:
     faults: list[Fault] = dataclasses.field(default_factory=list)
     fence_levels: int = 1  # sim BMCs per host (each level one device)
     no_fencing: frozenset[str] = frozenset()  # hosts configured without any fence device
+    broken_levels: dict[int, str] = dataclasses.field(default_factory=dict)  # level -> error
     tick: float = 1.0
     max_parallel: int = 20
     retries: int = 2
@@ -132,7 +133,8 @@ class Scenario:
                 topology_map[h] = []
                 continue
             topology_map[h] = [
-                [SimBmc(self.world, h, kind=f"bmc{n + 1}")] for n in range(spec.fence_levels)
+                [SimBmc(self.world, h, kind=f"bmc{n + 1}", broken=spec.broken_levels.get(n))]
+                for n in range(spec.fence_levels)
             ]
         self.topology = FenceTopology(topology_map)
         segments = {h: recovery.Segment("default", spec.policy) for h in hosts}
