@@ -115,7 +115,6 @@ class Engine:
             self._fence_pool = concurrent.futures.ThreadPoolExecutor(
                 options.fence_workers, "hastack-fence"
             )
-        self._read_pool = concurrent.futures.ThreadPoolExecutor(8, "hastack-read")
 
     # ------------------------------------------------------------ loop
 
@@ -147,9 +146,13 @@ class Engine:
         self.wake.set()
 
     def close(self) -> None:
-        for pool in (self._pool, self._fence_pool, self._read_pool):
+        for pool in (self._pool, self._fence_pool):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+        for source in self.signals.values():
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
         if self.lease is not None:
             with contextlib.suppress(HastackError):
                 self.store.release(self.lease)

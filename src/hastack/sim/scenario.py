@@ -23,6 +23,7 @@ from typing import Any
 from hastack.clock import VirtualClock
 from hastack.domain.hosts import Reading, Signal
 from hastack.domain.instances import RecoveryPolicy
+from hastack.drivers.signals.bmc import BmcPower
 from hastack.drivers.store.sqlite import SqliteStore
 from hastack.engine.devices import FenceTopology
 from hastack.engine.engine import Engine, EngineOptions, TickReport
@@ -65,29 +66,6 @@ class SimProbe:
                 count = 0 if up else self.failures.get(name, 0) + 1
                 self.failures[name] = count
                 out[name] = probe_reading(count, now, self.profile)
-        return out
-
-
-class SimBmcSignal:
-    """The BMC power signal over the in-process BMCs (first fence level)."""
-
-    signal = Signal.BMC
-
-    def __init__(self, topology: FenceTopology) -> None:
-        self.devices = topology.first_level()
-
-    def read(self, hosts: Collection[str], now: float) -> Mapping[str, Reading]:
-        from hastack.policy.detection import bmc_reading  # noqa: PLC0415
-
-        out = {}
-        for host in hosts:
-            devices = self.devices.get(host)
-            if not devices:
-                continue
-            results = [d.status(1.0) for d in devices]
-            powers = {r.power.value for r in results if r.ok}
-            power = powers.pop() if len(powers) == 1 and all(r.ok for r in results) else None
-            out[host] = bmc_reading(power, now)
         return out
 
 
@@ -162,7 +140,7 @@ class Scenario:
     def _engine(self, name: str = "controller-1") -> Engine:
         signals: list[SignalSource] = [
             SimProbe(self.world, self.settings.profile),
-            SimBmcSignal(self.topology),
+            BmcPower(self.topology.first_level(), timeout=1.0, workers=4),
         ]
         options = EngineOptions(name=name, tick=self.spec.tick, inline=True)
         return Engine(
