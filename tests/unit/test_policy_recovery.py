@@ -346,3 +346,16 @@ def test_never_an_action_without_proof_nor_an_instance_twice(passes: list[Any]) 
                     live_evacs.discard(f"{op.subject}/{s.params['instance']}")
     # budgets: never more recoveries opened than the cloud budget allows in its window
     assert len(d.ops) <= GuardPolicy().budgets[0].limit(len(HOSTS)) + 0
+
+
+def test_a_confirmation_older_than_the_recovery_is_not_a_proof() -> None:
+    d = Driver(settings_for())
+    t = fail_host(d)
+    stale = OperatorConfirmation("alice", t - 100.0, "for an earlier failure")
+    d.decide(snap(t + 1, {"c0"}, confirmations={"c0": stale}))
+    assert recovery.proof_of(d.op()) is None
+    assert d.op().step("fence").result == recovery.STALE_CONFIRMATION
+    assert not [r for _, r in d.all_runs if r.action in ("force-down", "evacuate")]
+    fresh = OperatorConfirmation("alice", t + 2, "checked the rack")
+    d.decide(snap(t + 2, {"c0"}, confirmations={"c0": fresh}))
+    assert recovery.proof_of(d.op()) is not None

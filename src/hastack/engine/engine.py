@@ -190,6 +190,8 @@ class Engine:
         self.records = dict(decision.records)
         for op in decision.writes:
             self._write(op)
+            if op.state != OpState.OPEN:
+                self._consume_requests(op.subject)
         for event in decision.events:
             self._log_event(event)
         self._start_all(decision.runs, now)
@@ -240,6 +242,14 @@ class Engine:
         else:
             self.revisions[op.id] = self.journal.create(op, self.lease)
         self.ops[op.id] = op
+
+    def _consume_requests(self, host: str) -> None:
+        """An operator's confirmation or rejoin request is good for one recovery only."""
+        for kind in ("confirm", "rejoin"):
+            try:
+                self.store.delete(f"{CONTROL}{kind}/{host}")
+            except HastackError as exc:
+                log.warning("could not clear the %s request of %s: %s", kind, host, exc)
 
     def _forget_finished(self, now: float) -> None:
         window = max((b.window for b in self.settings.guards.budgets), default=0.0)
@@ -316,7 +326,7 @@ class Engine:
             paused=control["paused"],
             maintenance=frozenset(control["maintenance"]),
             confirmations=control["confirmations"],
-            rejoin_requests=frozenset(control["rejoin"]),
+            rejoin_requests=control["rejoin"],
             cliff_ack=control["cliff_ack"],
             workloads=workloads,
             evacuations=statuses,
@@ -338,7 +348,7 @@ class Engine:
             "maintenance": [],
             "confirmations": {},
             "cliff_ack": None,
-            "rejoin": [],
+            "rejoin": {},
         }
         for entry in self.store.list(CONTROL):
             kind, _, host = entry.key.removeprefix(CONTROL).partition("/")
@@ -354,7 +364,7 @@ class Engine:
             elif kind == "maintenance" and host:
                 out["maintenance"].append(host)
             elif kind == "rejoin" and host:
-                out["rejoin"].append(host)
+                out["rejoin"][host] = float(body.get("at", now))
             elif kind == "confirm" and host:
                 out["confirmations"][host] = OperatorConfirmation(
                     str(body.get("operator", "unknown")),

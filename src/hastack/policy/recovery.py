@@ -41,6 +41,7 @@ RECOVER = "recover-host"
 FENCE, FORCE_DOWN, PLAN, REJOIN = "fence", "force-down", "plan", "rejoin"
 EVACUATE = "evacuate"
 TERMINAL = (StepState.DONE, StepState.FAILED, StepState.SKIPPED)
+STALE_CONFIRMATION = "an operator confirmation older than this recovery was ignored"
 
 
 # ---------------------------------------------------------------- inputs
@@ -81,7 +82,9 @@ class Snapshot:
     confirmations: Mapping[str, fence_policy.OperatorConfirmation] = dataclasses.field(
         default_factory=dict
     )
-    rejoin_requests: frozenset[str] = frozenset()  # hosts an operator asked to re-enable
+    rejoin_requests: Mapping[str, float] = dataclasses.field(
+        default_factory=dict
+    )  # host -> when an operator asked to re-enable it
     cliff_ack: float | None = None  # an operator acknowledged the cliff of onsets before this
     workloads: Mapping[str, Workload] = dataclasses.field(default_factory=dict)
     evacuations: Mapping[str, EvacuationStatus] = dataclasses.field(default_factory=dict)
@@ -482,6 +485,13 @@ def _advance_fence(  # noqa: PLR0917
     if (w.op.id, FENCE) in running:
         return
     confirmation = snapshot.confirmations.get(host)
+    if confirmation is not None and confirmation.at < w.op.created:
+        # made before this recovery opened (an old one, or before the host failed): it says
+        # nothing about the host's power now, so it is not a proof
+        if fence.result != STALE_CONFIRMATION:
+            w.set(FENCE, result=STALE_CONFIRMATION)
+            events.append(Event(host, STALE_CONFIRMATION))
+        confirmation = None
     attempts = [FenceAttempt(**a) for a in fence.params.get("attempts", [])]
     levels = [tuple(level) for level in fence.params.get("levels", [])]
     if fence.state == StepState.FAILED:
@@ -787,7 +797,7 @@ def _advance_rejoin(  # noqa: PLR0917
     elif pending is None or pending > 0:
         shown = "unknown" if pending is None else str(pending)
         why = f"host is back; waiting for Nova to clean up evacuated instances ({shown} left)"
-    elif not settings.rejoin_auto and host not in snapshot.rejoin_requests:
+    elif not settings.rejoin_auto and snapshot.rejoin_requests.get(host, -1.0) < w.op.created:
         why = "host is back and clean; waiting for an operator to re-enable it (rejoin: manual)"
     else:
         runs.append(Run(w.op.id, REJOIN, "rejoin", {"host": host}))
