@@ -351,6 +351,8 @@ def test_never_an_action_without_proof_nor_an_instance_twice(passes: list[Any]) 
 def test_a_confirmation_older_than_the_recovery_is_not_a_proof() -> None:
     d = Driver(settings_for())
     t = fail_host(d)
+    (fence,) = [r for _, r in d.all_runs if r.action == "fence"]
+    d.finish(fence, t, ok=False, attempts=(off(0, "ipmi c0", t, ok=False),))
     stale = OperatorConfirmation("alice", t - 100.0, "for an earlier failure")
     decision = d.decide(snap(t + 1, {"c0"}, confirmations={"c0": stale}))
     assert recovery.proof_of(d.op()) is None
