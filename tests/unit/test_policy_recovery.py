@@ -358,6 +358,8 @@ def test_a_confirmation_older_than_the_recovery_is_not_a_proof() -> None:
     assert recovery.proof_of(d.op()) is None
     assert recovery.STALE_CONFIRMATION in [e.message for e in decision.events]
     assert not [r for _, r in d.all_runs if r.action in ("force-down", "evacuate")]
+    retry = [r for _, r in d.all_runs if r.action == "fence"][-1]
+    d.finish(retry, t + 1, ok=False, attempts=(off(0, "ipmi c0", t + 1, ok=False),))
     fresh = OperatorConfirmation("alice", t + 2, "checked the rack")
     d.decide(snap(t + 2, {"c0"}, confirmations={"c0": fresh}))
     assert recovery.proof_of(d.op()) is not None
