@@ -558,3 +558,17 @@ def test_same_input_same_plan_whatever_the_order(world, rnd) -> None:
         b.evacuations, b.unplaceable, b.spare_hosts_used
     )  # fmt: skip
     assert set(a.refused) == set(b.refused) and set(a.unprotected) == set(b.unprotected)
+
+
+def test_unreadable_image_properties_fail_closed_when_an_image_rule_is_in_play() -> None:
+    inst = InstanceInfo(
+        "i1", "vm", "h1", "p", "ACTIVE", None, False, FlavorInfo("f", 1, 512, 1),
+        metadata={"HA_Enabled": "True"}, image_unreadable=True,
+    )  # fmt: skip
+    image_opt_out = RecoveryPolicy(
+        protect=Protect.ALL, opt_out=(Rule(RuleKind.IMAGE, "ha", "off"),)
+    )
+    protected, why = is_protected(inst, image_opt_out, {})
+    assert not protected and "unreadable" in why
+    # no image rule in play: the unreadable image does not matter
+    assert is_protected(inst, RecoveryPolicy(protect=Protect.OPT_IN), {})[0]

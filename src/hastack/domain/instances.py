@@ -28,6 +28,7 @@ class InstanceInfo:
     flavor: FlavorInfo
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
     image_properties: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    image_unreadable: bool = False  # Glance refused the image: image rules cannot be decided
     volume_backed: bool = False
     server_groups: tuple[str, ...] = ()
     availability_zone: str = ""

@@ -84,7 +84,13 @@ class EvacuationPlan:
 def is_protected(
     instance: InstanceInfo, policy: RecoveryPolicy, host_aggregates: Mapping[str, frozenset[str]]
 ) -> tuple[bool, str]:
-    """Whether the policy protects ``instance``, and which rule decided it."""
+    """Whether the policy protects ``instance``, and which rule decided it.  Fails closed: when
+    an image rule is in play and the image's properties could not be read, it is not
+    protected (an unreadable opt-out must not evacuate it, an unreadable opt-in cannot)."""
+    if instance.image_unreadable and any(
+        r.kind == RuleKind.IMAGE for r in (*policy.opt_out, *policy.opt_in)
+    ):
+        return False, "image properties unreadable: protection cannot be decided (fail closed)"
     for rule in policy.opt_out:
         if _matches(rule, instance, host_aggregates):
             return False, f"opted out by {_describe_rule(rule)}"

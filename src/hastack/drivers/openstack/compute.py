@@ -117,7 +117,7 @@ class NovaCompute:
         mv = self._server_list_mv()
         rows = list(self.nova.pages(f"/servers/detail?all_tenants=1&host={host}", "servers", mv=mv))
         groups, group_of = self._server_groups({r["id"] for r in rows})
-        images: dict[str, dict[str, str]] = {}
+        images: dict[str, dict[str, str] | None] = {}
         instances = tuple(self._instance(r, host, group_of, images) for r in rows)
         instance_hosts = {i.id: i.host for i in instances}
         self._member_hosts(groups.values(), instance_hosts)
@@ -305,11 +305,12 @@ class NovaCompute:
         row: dict[str, Any],
         host: str,
         group_of: dict[str, list[str]],
-        images: dict[str, dict[str, str]],
+        images: dict[str, dict[str, str] | None],
     ) -> InstanceInfo:
         flavor = row.get("flavor") or {}
         image = row.get("image")
         image_id = image.get("id") if isinstance(image, dict) else None
+        props = self._image_properties(image_id, images) if image_id else {}
         return InstanceInfo(
             id=row["id"],
             name=row.get("name") or "",
@@ -329,20 +330,26 @@ class NovaCompute:
                 extra_specs={str(k): str(v) for k, v in (flavor.get("extra_specs") or {}).items()},
             ),
             metadata={str(k): str(v) for k, v in (row.get("metadata") or {}).items()},
-            image_properties=self._image_properties(image_id, images) if image_id else {},
+            image_properties=props or {},
+            image_unreadable=props is None,
             volume_backed=not image_id,
             server_groups=tuple(group_of.get(row["id"], ())),
             availability_zone=row.get("OS-EXT-AZ:availability_zone") or "",
             pinned_az=bool(row.get("pinned_availability_zone")),
         )
 
-    def _image_properties(self, image_id: str, cache: dict[str, dict[str, str]]) -> dict[str, str]:
+    def _image_properties(
+        self, image_id: str, cache: dict[str, dict[str, str] | None]
+    ) -> dict[str, str] | None:
+        """The image's properties; None when Glance refuses (deleted image, no access): the
+        planner then cannot decide image rules and fails closed."""
         if image_id not in cache:
             try:
                 doc = self.glance.get(f"/images/{image_id}") or {}
             except PermanentError as exc:  # TransientError propagates: the whole read is retried
-                log.warning("image %s unreadable, its properties left empty: %s", image_id, exc)
-                doc = {}
+                log.warning("image %s unreadable: %s", image_id, exc)
+                cache[image_id] = None
+                return None
             cache[image_id] = {
                 str(k): str(v) for k, v in doc.items() if k not in _IMAGE_CORE and v is not None
             }
