@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import resource
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -41,6 +42,12 @@ class SimOptions:
     write_files: bool = True
 
 
+def _fds_for(count: int, headroom: int = 1024) -> bool:
+    """Whether the hard descriptor limit leaves room for ``count`` more sockets."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return hard == resource.RLIM_INFINITY or count + headroom <= hard
+
+
 class RunningSim:
     """A started simulated cloud; a context manager that stops everything on exit."""
 
@@ -65,6 +72,13 @@ class RunningSim:
                 cert_dir=options.workdir / "sim-tls",
             )
         want_probe = options.probe if options.probe is not None else want_bmc
+        if options.probe is None and want_probe and not _fds_for(2 * len(self.world.hosts)):
+            log.warning(
+                "probe ports off: %d hosts need more descriptors than RLIMIT_NOFILE allows "
+                "beside the BMCs (pass probe=True to insist)",
+                len(self.world.hosts),
+            )
+            want_probe = False
         self.probes: ProbeFarm | None = None
         if want_probe:
             self.probes = ProbeFarm(self.world, sorted(self.world.hosts))
