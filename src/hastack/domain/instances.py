@@ -91,9 +91,9 @@ MASAKARI_OPT_IN = Rule(RuleKind.METADATA, "HA_Enabled", "True")
 class RecoveryPolicy:
     """How a segment recovers its instances.
 
-    Fail-closed rule: an instance whose protection cannot be decided (say its image properties
-    could not be read under ``opt-in`` with an image rule) is treated as not opted in, and a
-    verdict says so; opt-outs always win over opt-ins.
+    Fail-closed rule: an instance whose protection cannot be decided (an image rule is in play
+    and its image properties could not be read) is not protected, and a verdict says so;
+    opt-outs always win over opt-ins.
     """
 
     protect: Protect = Protect.ALL
