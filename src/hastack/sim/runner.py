@@ -182,7 +182,15 @@ class RunningSim:
                 "driver": "sqlite",
                 "path": str(self.options.workdir.resolve() / "hastack.db"),
             },
-            "segments": [{"name": "default", "hosts": ["*"], "recovery": {"protect": "all"}}],
+            # Every instance protected: the simulated hosts' disks count as shared storage,
+            # so local-disk instances move too (on a real cloud, say so only if it is true).
+            "segments": [
+                {
+                    "name": "default",
+                    "hosts": ["*"],
+                    "recovery": {"protect": "all", "shared_storage": True},
+                }
+            ],
             "hosts": hosts,
         }
 
