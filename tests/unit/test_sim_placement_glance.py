@@ -496,3 +496,8 @@ def test_openstacksdk_image(sdk: tuple[Any, SimCloud]) -> None:
     conn.image.delete_image(record)
     assert record.id not in cloud.world.images
     assert conn.image.find_image("sdk-record") is None
+
+
+def test_unknown_route_and_wrong_method_are_404_and_405_not_500(api: Api) -> None:
+    assert api.get("/placement/no-such-collection").status_code == 404
+    assert api.call("DELETE", "/placement/").status_code == 405

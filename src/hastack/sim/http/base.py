@@ -123,6 +123,12 @@ class ApiFace:
             result = handler(req, **values)
         except CloudError as exc:
             return self.render(req, Reply(self.error_body(exc), exc.status))
+        except HTTPException as exc:  # werkzeug: 404 no route, 405 wrong method
+            status = exc.code or 500
+            err = CloudError(exc.description or exc.name)
+            err.status = status
+            err.nova_key = {404: "itemNotFound", 405: "methodNotAllowed"}.get(status, "badRequest")
+            return self.render(req, Reply(self.error_body(err), status))
         except Exception:  # a bug here must look like a service's 500, and be logged
             log.exception("unexpected error serving %s %s", request.method, request.path)
             err = CloudError(
@@ -130,12 +136,6 @@ class ApiFace:
                 "and attach the Nova API log if possible."
             )
             return self.render(req, Reply(self.error_body(err), 500))
-        except HTTPException as exc:  # werkzeug: 404 no route, 405 wrong method
-            status = exc.code or 500
-            err = CloudError(exc.description or exc.name)
-            err.status = status
-            err.nova_key = {404: "itemNotFound", 405: "methodNotAllowed"}.get(status, "badRequest")
-            return self.render(req, Reply(self.error_body(err), status))
         reply = result if isinstance(result, Reply) else Reply(result)
         return self.render(req, reply)
 
