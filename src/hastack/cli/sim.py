@@ -74,6 +74,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     serve.add_argument("--host-vcpus", type=int, default=32, help="physical cores per host")
     serve.add_argument("--host-memory-mb", type=int, default=131072, help="RAM per host")
+    for flag, what in (
+        ("--network-nodes", "Neutron network nodes"),
+        ("--routers", "routers"),
+        ("--networks", "networks"),
+    ):
+        serve.add_argument(flag, type=int, default=0, help=f"{what} (default 0)")
     serve.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
     serve.set_defaults(func=cmd_serve)
 
@@ -150,6 +156,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ha_enabled_ratio=args.ha_enabled_ratio,
         host_vcpus=args.host_vcpus,
         host_memory_mb=args.host_memory_mb,
+        network_nodes=args.network_nodes,
+        routers=args.routers,
+        networks=args.networks,
     )
     timing = SimConfig(
         report_interval=args.report_interval,

@@ -11,6 +11,7 @@ import dataclasses
 
 from hastack.sim import capacity
 from hastack.sim.model import Aggregate, Flavor, Image, Instance, ServerGroup, VmState
+from hastack.sim.neutron_build import build_network
 from hastack.sim.world import World
 
 FLAVORS = (
@@ -43,6 +44,9 @@ class CloudSpec:
     # Fraction of instances tagged HA_Enabled=True (Masakari's convention); the rest untagged.
     ha_enabled_ratio: float = 1.0
     anti_affinity_groups: int = 2
+    network_nodes: int = 0  # hosts running Neutron's agents (hastack.sim.neutron_build)
+    routers: int = 0
+    networks: int = 0
 
 
 def host_names(count: int) -> list[str]:
@@ -113,6 +117,8 @@ def build_world(world: World, spec: CloudSpec) -> None:
             world.server_groups[sg.id] = sg
             groups.append(sg)
         _seed_instances(world, spec, tenants, groups)
+        if spec.network_nodes > 0:
+            build_network(world, spec)
 
 
 def _seed_instances(

@@ -19,6 +19,7 @@ SERVICES = (
     ("compute", "nova", "/compute", "/v2.1"),
     ("placement", "placement", "/placement", ""),
     ("image", "glance", "/image", ""),
+    ("network", "neutron", "/networking", ""),
 )
 
 

@@ -7,6 +7,7 @@ power      power loss: heartbeats stop, every VM on the host dies, the BMC repor
 hang       kernel hang: no heartbeats, VMs frozen but not dead, power still On, BMC answers
 isolate    network isolation: no heartbeats reach the cloud, VMs keep running (split brain)
 compute-crash  nova-compute dies: no heartbeats, VMs keep running
+agent-dead every Neutron agent on the host dies: no agent heartbeats, the host stays up
 bmc-dead   the BMC does not answer at all
 bmc-hang   the BMC accepts connections and never answers
 bmc-busy   the BMC answers "node busy" (IPMI 0xC0, Redfish 503)
@@ -26,7 +27,7 @@ from hastack.sim.bmc.backend import BmcCondition
 from hastack.sim.errors import BadRequest
 from hastack.sim.world import World
 
-HOST_MODES = ("power", "hang", "isolate", "compute-crash")
+HOST_MODES = ("power", "hang", "isolate", "compute-crash", "agent-dead")
 BMC_MODES = {
     "bmc-dead": BmcCondition.DEAD,
     "bmc-hang": BmcCondition.HUNG,
@@ -49,6 +50,8 @@ def fail(world: World, host_name: str, mode: str) -> None:
             world.set_physical(host, isolated=True)
         elif mode == "compute-crash":
             world.set_physical(host, compute_running=False)
+        elif mode == "agent-dead":
+            world.neutron.kill_agents(host_name)
         elif mode in BMC_MODES:
             host.bmc_condition = BMC_MODES[mode]
         else:
@@ -63,6 +66,7 @@ def recover(world: World, host_name: str) -> None:
         host.bmc_condition = BmcCondition.OK
         if host.hung or host.isolated:
             world.set_physical(host, hung=False, isolated=False)
+        world.neutron.start_agents(host_name)  # a powered-off host starts them when it boots
         if not host.power_on:
             world.power_on(host)  # boots, then starts nova-compute
         elif not host.compute_running:

@@ -37,6 +37,7 @@ from hastack.sim.model import (
     Service,
     VmState,
 )
+from hastack.sim.neutron import NeutronState
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -109,6 +110,7 @@ class World:
             Service(id=self.new_uuid(), legacy_id=self.next_id(), host="controller", binary=b)
             for b in ("nova-conductor", "nova-scheduler")
         ]
+        self.neutron = NeutronState(self)  # empty unless the spec has network nodes
 
     # ------------------------------------------------------------------ identities and events
 

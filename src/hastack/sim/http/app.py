@@ -34,10 +34,11 @@ def default_faces() -> list[type[ApiFace]]:
     from hastack.sim.http.control import ControlFace  # noqa: PLC0415
     from hastack.sim.http.glance import GlanceFace  # noqa: PLC0415
     from hastack.sim.http.keystone import KeystoneFace  # noqa: PLC0415
+    from hastack.sim.http.neutron import NeutronFace  # noqa: PLC0415
     from hastack.sim.http.nova import NovaFace  # noqa: PLC0415
     from hastack.sim.http.placement import PlacementFace  # noqa: PLC0415
 
-    return [KeystoneFace, NovaFace, PlacementFace, GlanceFace, ControlFace]
+    return [KeystoneFace, NovaFace, PlacementFace, GlanceFace, NeutronFace, ControlFace]
 
 
 class SimApp:
