@@ -32,9 +32,11 @@ debs:
 	  else echo "missing Debian packages:$$missing (run as root, or apt-get install them)"; exit 1; fi; \
 	fi
 
-# Real Nova 34 + Placement 16 in their own virtualenv: the contract suite's oracle.
+# Real Nova 34 + Placement 16, and real Neutron 29, each in its own virtualenv: the contract
+# suite's oracles.
 oracle:
 	bash scripts/oracle-venv.sh
+	bash scripts/neutron-oracle-venv.sh
 
 lint: setup
 	$(BIN)/ruff check src tests bench

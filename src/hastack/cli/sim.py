@@ -23,6 +23,7 @@ from hastack.cli.output import add_format_options, render_one, render_rows
 from hastack.sim.build import CloudSpec
 from hastack.sim.faults import MODES
 from hastack.sim.files import STATE_FILE, read_state
+from hastack.sim.neutron import NeutronConfig
 from hastack.sim.runner import RunningSim, SimOptions
 from hastack.sim.world import SimConfig
 
@@ -80,6 +81,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("--networks", "networks"),
     ):
         serve.add_argument(flag, type=int, default=0, help=f"{what} (default 0)")
+    for flag, default, what in (
+        ("--agent-report-interval", 30.0, "seconds between Neutron agent heartbeats"),
+        ("--agent-down-time", 75.0, "silence after which Neutron reports an agent dead"),
+    ):
+        serve.add_argument(
+            flag, type=_positive_float, default=default, help=f"{what} (default {default:g})"
+        )
     serve.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
     serve.set_defaults(func=cmd_serve)
 
@@ -166,6 +174,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         evacuate_seconds=args.evacuate_seconds,
         host_boot_seconds=args.host_boot_seconds,
         rpc_response_timeout=args.rpc_response_timeout,
+        neutron=NeutronConfig(
+            report_interval=args.agent_report_interval, agent_down_time=args.agent_down_time
+        ),
     )
     options = SimOptions(
         spec=spec,

@@ -436,7 +436,7 @@ class NeutronState:
         return port
 
     def dhcp_agents_of(self, network_id: str) -> list[Agent]:
-        self.network(network_id)
+        # No existence check: Neutron answers an unknown network with an empty list.
         return [self.agents[a] for a in self.dhcp_bindings.get(network_id, [])]
 
     def networks_on(self, agent_id: str) -> list[Network]:
@@ -446,6 +446,80 @@ class NeutronState:
     @staticmethod
     def _count(agent: Agent, key: str, delta: int) -> None:
         agent.configurations[key] = int(agent.configurations.get(key, 0)) + delta
+
+    # ------------------------------------------------------------------ creating resources
+
+    def _live_least_loaded(self, agent_type: str, key: str) -> list[Agent]:
+        """Candidates of the schedulers: alive, enabled agents, least loaded first."""
+        agents = [
+            a
+            for a in self.agents.values()
+            if a.agent_type == agent_type and a.admin_state_up and self.is_alive(a)
+        ]
+        return sorted(agents, key=lambda a: (int(a.configurations.get(key, 0)), a.host))
+
+    def create_network(
+        self, name: str, project_id: str, *, external: bool = False, shared: bool = False
+    ) -> Network:
+        now = self.world.clock.now()
+        net = Network(id=self.new_id(), name=name, project_id=project_id, created_at=now)
+        net.external, net.shared = external, shared
+        self.networks[net.id] = net
+        return net
+
+    def create_subnet(
+        self,
+        network_id: str,
+        cidr: str,
+        *,
+        name: str,
+        project_id: str,
+        gateway_ip: str | None,
+        enable_dhcp: bool,
+    ) -> Subnet:
+        """A subnet; with DHCP on, an unhosted network goes to one live DHCP agent (Neutron's
+        DhcpAgentNotifyAPI schedules on ``subnet_create_end``; dhcp_agents_per_network = 1)."""
+        net = self.network(network_id)
+        prefix = cidr.rsplit(".", 1)[0]
+        subnet = Subnet(
+            id=self.new_id(),
+            name=name,
+            network_id=net.id,
+            project_id=project_id,
+            cidr=cidr,
+            gateway_ip=gateway_ip if gateway_ip is not None else f"{prefix}.1",
+            created_at=self.world.clock.now(),
+            enable_dhcp=enable_dhcp,
+        )
+        self.subnets[subnet.id] = subnet
+        net.subnets.append(subnet.id)
+        if enable_dhcp and not self.dhcp_bindings.get(net.id):
+            for agent in self._live_least_loaded(DHCP, "networks")[:1]:
+                self.add_network_to_agent(agent.id, net.id)
+        return subnet
+
+    def create_router(self, name: str, project_id: str, external_network_id: str | None) -> Router:
+        """A legacy router; with a gateway it is scheduled at once to the live L3 agent hosting
+        the fewest routers (``LeastRoutersScheduler``; Neutron schedules a new router only when
+        it has a gateway, otherwise on its first interface)."""
+        if external_network_id is not None:
+            ext = self.network(external_network_id)
+            if not ext.external:
+                msg = f"Network {ext.id} is not an external network"
+                raise NeutronError(400, "BadRequest", msg)
+        router = Router(
+            id=self.new_id(),
+            name=name,
+            project_id=project_id,
+            created_at=self.world.clock.now(),
+            external_network_id=external_network_id,
+        )
+        self.routers[router.id] = router
+        if external_network_id is not None:
+            self.new_port(external_network_id, OWNER_GATEWAY, router.id, project_id="")
+            for agent in self._live_least_loaded(L3, "routers")[:1]:
+                self.add_router_to_agent(agent.id, router.id)
+        return router
 
     # ------------------------------------------------------------------ ports
 

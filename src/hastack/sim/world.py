@@ -37,7 +37,7 @@ from hastack.sim.model import (
     Service,
     VmState,
 )
-from hastack.sim.neutron import NeutronState
+from hastack.sim.neutron import NeutronConfig, NeutronState
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -67,6 +67,8 @@ class SimConfig:
     # How long an RPC call to a compute that cannot answer waits before MessagingTimeout.
     rpc_response_timeout: float = 60.0
     graceful_shutdown_seconds: float = 2.0
+    # Neutron's agent timing (report_interval, agent_down_time): see hastack.sim.neutron.
+    neutron: NeutronConfig = dataclasses.field(default_factory=NeutronConfig)
 
 
 def locked(method: Callable[P, R]) -> Callable[P, R]:
@@ -110,7 +112,9 @@ class World:
             Service(id=self.new_uuid(), legacy_id=self.next_id(), host="controller", binary=b)
             for b in ("nova-conductor", "nova-scheduler")
         ]
-        self.neutron = NeutronState(self)  # empty unless the spec has network nodes
+        self.neutron = NeutronState(
+            self, self.config.neutron
+        )  # empty unless the spec has network nodes
 
     # ------------------------------------------------------------------ identities and events
 

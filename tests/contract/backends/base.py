@@ -47,3 +47,19 @@ class CloudUnderTest:
     control: Control
     hosts: list[str]  # compute host names, e.g. ["compute01", ...]
     service_down_time: int  # seconds after which Nova reports a silent service down
+
+
+@dataclasses.dataclass
+class NetworkCloudUnderTest:
+    """A cloud with a Neutron: the simulator's Neutron face or the real-Neutron oracle.
+
+    The control protocol is the one above; both backends accept the fail modes ``power`` and
+    ``agents-down`` (every Neutron agent on the host stops heartbeating, the host stays up).
+    """
+
+    backend: str  # "sim_network" or "neutron_oracle"
+    clouds_yaml: pathlib.Path
+    cloud_name: str  # admin entry; "<cloud_name>-demo" is a member of another project
+    control: Control
+    hosts: list[str]  # network node names, e.g. ["network01", ...]
+    agent_down_time: int  # seconds after which Neutron reports a silent agent dead

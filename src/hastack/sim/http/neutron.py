@@ -56,6 +56,9 @@ class NeutronFace(ApiFace):
         ):
             add(f"/v2.0/{collection}", self._lister(collection, view))
             add(f"/v2.0/{collection}/<item_id>", self._shower(collection, view))
+        add("/v2.0/networks", self.create_network, ("POST",))
+        add("/v2.0/subnets", self.create_subnet, ("POST",))
+        add("/v2.0/routers", self.create_router, ("POST",))
 
     # ------------------------------------------------------------------ framework
 
@@ -277,10 +280,63 @@ class NeutronFace(ApiFace):
 
         return handler
 
+    # ------------------------------------------------------------------ creating resources
+
+    def _project(self, req: ApiRequest, body: dict[str, Any]) -> str:
+        own = req.token.project_id if req.token is not None else ""
+        wanted = body.get("project_id") or body.get("tenant_id") or own
+        return str(wanted) if self.is_admin(req) else own
+
+    def create_network(self, req: ApiRequest) -> Any:
+        body = req.body_dict("network")
+        external = bool(body.get("router:external", False))
+        if external:
+            self.require_admin(req, "create_network:router:external")
+        with self.world.lock:
+            net = self.state.create_network(
+                str(body.get("name", "")),
+                self._project(req, body),
+                external=external,
+                shared=bool(body.get("shared", False)),
+            )
+            return Reply({"network": self.network_view(req, net)}, 201)
+
+    def create_subnet(self, req: ApiRequest) -> Any:
+        body = req.body_dict("subnet")
+        cidr = body.get("cidr")
+        if not isinstance(cidr, str) or not cidr.endswith("/24"):
+            raise n.NeutronError(400, "BadRequest", f"Invalid input: cidr {cidr!r} (sim: /24)")
+        gateway = body.get("gateway_ip")
+        with self.world.lock:
+            sub = self.state.create_subnet(
+                str(body.get("network_id")),
+                cidr,
+                name=str(body.get("name", "")),
+                project_id=self._project(req, body),
+                gateway_ip=None if gateway is None else str(gateway),
+                enable_dhcp=bool(body.get("enable_dhcp", True)),
+            )
+            return Reply({"subnet": self.subnet_view(req, sub)}, 201)
+
+    def create_router(self, req: ApiRequest) -> Any:
+        body = req.body_dict("router")
+        gateway = body.get("external_gateway_info") or {}
+        if not isinstance(gateway, dict):
+            raise n.NeutronError(400, "HTTPBadRequest", "Invalid input for external_gateway_info")
+        ext = gateway.get("network_id")
+        with self.world.lock:
+            router = self.state.create_router(
+                str(body.get("name", "")),
+                self._project(req, body),
+                None if ext is None else str(ext),
+            )
+            return Reply({"router": self.router_view(req, router)}, 201)
+
     # ------------------------------------------------------------------ agents
 
     def list_agents(self, req: ApiRequest) -> Any:
-        self.require_admin(req, "get_agent")
+        if not self.is_admin(req):  # Neutron filters the list by policy: a member sees none
+            return {"agents": []}
         with self.world.lock:
             agents = sorted(self.state.agents.values(), key=lambda a: (a.host, a.agent_type))
             return self.listing(req, "agents", (self.agent_view(a) for a in agents))
