@@ -35,8 +35,8 @@ debs:
 # Real Nova 34 + Placement 16, and real Neutron 29, each in its own virtualenv: the contract
 # suite's oracles.
 oracle:
-	bash scripts/oracle-venv.sh
-	bash scripts/neutron-oracle-venv.sh
+	bash scripts/oracle-venv.sh nova
+	bash scripts/oracle-venv.sh neutron
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -3,7 +3,7 @@
 
 Run with the dev venv's interpreter (it needs only openstacksdk):
 
-    scripts/neutron-oracle-venv.sh
+    scripts/oracle-venv.sh neutron
     .venv/bin/python tests/oracle/neutron_smoke.py [--hosts 3] [--auto-failover on|off]
 
 Starts the server as a subprocess from ``.venv-neutron-oracle`` (override with
@@ -68,7 +68,7 @@ def wait_for(label: str, pred, timeout: float, poll: float = 0.25):
 
 def start_server(args, workdir: str):
     python = VENV / "bin" / "python"
-    check(python.exists(), f"{python} missing: run scripts/neutron-oracle-venv.sh")
+    check(python.exists(), f"{python} missing: run scripts/oracle-venv.sh neutron")
     cmd = [
         str(python),
         str(SERVER),

@@ -2,7 +2,7 @@
 schedulers) in one local process, with fake agents heartbeating through Neutron's agent RPC.
 
 ``tests/oracle/neutron_server.py`` runs with the interpreter of ``.venv-neutron-oracle`` (made by
-``scripts/neutron-oracle-venv.sh``); this module starts it like :mod:`.nova_oracle` starts Nova:
+``scripts/oracle-venv.sh neutron``); this module starts it like :mod:`.nova_oracle` starts Nova:
 it waits for the one-line JSON ready message and stops it again, and the child exits by itself
 when its stdin closes or after ``MAX_LIFETIME`` seconds.  Neutron's automatic rescheduling off
 dead agents is off, so a failed node's routers stay where the tests put them.
@@ -35,9 +35,9 @@ MAX_LIFETIME = 3600.0
 def unavailable() -> str | None:
     """Why the oracle cannot run here, or None when it can."""
     if not PYTHON.exists():
-        return f"{VENV} is missing (run scripts/neutron-oracle-venv.sh)"
+        return f"{VENV} is missing (run scripts/oracle-venv.sh neutron)"
     if not STAMP.exists():
-        return f"{VENV} is incomplete (run scripts/neutron-oracle-venv.sh)"
+        return f"{VENV} is incomplete (run scripts/oracle-venv.sh neutron)"
     return None
 
 

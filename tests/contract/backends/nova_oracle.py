@@ -1,7 +1,7 @@
 """The real-Nova oracle backend: OpenStack Nova 34 + Placement 16 in one local process.
 
 ``tests/oracle/nova_server.py`` runs with the interpreter of ``.venv-oracle`` (made by
-``scripts/oracle-venv.sh``); this module starts it, waits for its one-line JSON ready
+``scripts/oracle-venv.sh nova``); this module starts it, waits for its one-line JSON ready
 message and stops it again. The child also exits by itself when our end of its stdin
 closes (the test runner died) or after ``MAX_LIFETIME`` seconds, so no oracle outlives
 a test run.
@@ -34,9 +34,9 @@ MAX_LIFETIME = 3600.0  # the oracle kills itself after this, whatever happens
 def unavailable() -> str | None:
     """Why the oracle cannot run here, or None when it can."""
     if not PYTHON.exists():
-        return f"{VENV} is missing (run scripts/oracle-venv.sh)"
+        return f"{VENV} is missing (run scripts/oracle-venv.sh nova)"
     if not STAMP.exists():
-        return f"{VENV} is incomplete (run scripts/oracle-venv.sh)"
+        return f"{VENV} is incomplete (run scripts/oracle-venv.sh nova)"
     return None
 
 
