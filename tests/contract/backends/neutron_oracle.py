@@ -13,12 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import subprocess
-import time
 from collections.abc import Iterator
 
 from .base import Control, NetworkCloudUnderTest
-from .nova_oracle import _read_ready_line, _stop, _tail
+from .nova_oracle import run_oracle
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 VENV = pathlib.Path(os.environ.get("NEUTRON_ORACLE_VENV", REPO / ".venv-neutron-oracle"))
@@ -46,33 +44,12 @@ def start(tmp_path: pathlib.Path, hosts: int) -> Iterator[NetworkCloudUnderTest]
     """Run a real-Neutron cloud with ``hosts`` network nodes until the block exits."""
     workdir = tmp_path / "neutron-oracle"
     workdir.mkdir(parents=True, exist_ok=True)
-    stderr_path = workdir / "stderr.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     cmd = [
         str(PYTHON), str(SERVER), "--hosts", str(hosts), "--workdir", str(workdir),
         "--agent-down-time", str(AGENT_DOWN_TIME), "--report-interval", str(REPORT_INTERVAL),
-        "--auto-failover", "off", "--exit-on-stdin-eof", "--max-lifetime", str(MAX_LIFETIME),
+        "--auto-failover", "off",
     ]  # fmt: skip
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=env,
-            cwd=workdir,
-            start_new_session=True,
-        )
-    try:
-        try:
-            ready = _read_ready_line(proc, time.monotonic() + START_TIMEOUT)
-        except (TimeoutError, RuntimeError, ValueError) as exc:
-            raise RuntimeError(
-                f"neutron oracle: {exc}\n--- stderr ---\n{_tail(stderr_path)}\n"
-                f"--- neutron.log ---\n{_tail(workdir / 'neutron.log')}"
-            ) from exc
-        if not ready.get("ready"):
-            raise RuntimeError(f"neutron oracle failed to start:\n{ready.get('error')}")
+    with run_oracle(cmd, workdir, "neutron", START_TIMEOUT, MAX_LIFETIME) as ready:
         yield NetworkCloudUnderTest(
             backend="neutron_oracle",
             clouds_yaml=pathlib.Path(str(ready["clouds_yaml"])),
@@ -81,5 +58,3 @@ def start(tmp_path: pathlib.Path, hosts: int) -> Iterator[NetworkCloudUnderTest]
             hosts=[str(h) for h in ready["hosts"]],  # type: ignore[union-attr]
             agent_down_time=int(ready["agent_down_time"]),  # type: ignore[call-overload]
         )
-    finally:
-        _stop(proc)

@@ -86,21 +86,29 @@ def start(tmp_path: pathlib.Path, hosts: int) -> Iterator[CloudUnderTest]:
     """Run a real-Nova cloud with ``hosts`` compute hosts until the block exits."""
     workdir = tmp_path / "nova-oracle"
     workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(PYTHON), str(SERVER), "--hosts", str(hosts), "--workdir", str(workdir)]
+    with run_oracle(cmd, workdir, "nova", START_TIMEOUT, MAX_LIFETIME) as ready:
+        yield CloudUnderTest(
+            backend="nova_oracle",
+            clouds_yaml=pathlib.Path(str(ready["clouds_yaml"])),
+            cloud_name=str(ready["cloud"]),
+            control=Control(url=str(ready["control_url"])),
+            hosts=[str(h) for h in ready["hosts"]],  # type: ignore[union-attr]
+            service_down_time=int(ready["service_down_time"]),  # type: ignore[call-overload]
+        )
+
+
+@contextlib.contextmanager
+def run_oracle(
+    cmd: list[str], workdir: pathlib.Path, name: str, start_timeout: float, max_lifetime: float
+) -> Iterator[dict[str, object]]:
+    """Run an oracle server (``cmd`` plus the lifetime flags) in ``workdir``; yield its ready
+    message; stop it on exit.  Start-up failures carry the tail of its stderr and log."""
     stderr_path = workdir / "stderr.log"
-    # The oracle reads no OS_* variables, but keep the child free of any cloud settings
+    # The oracles read no OS_* variables, but keep the child free of any cloud settings
     # of the developer's shell all the same.
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    cmd = [
-        str(PYTHON),
-        str(SERVER),
-        "--hosts",
-        str(hosts),
-        "--workdir",
-        str(workdir),
-        "--exit-on-stdin-eof",
-        "--max-lifetime",
-        str(MAX_LIFETIME),
-    ]
+    cmd = [*cmd, "--exit-on-stdin-eof", "--max-lifetime", str(max_lifetime)]
     with stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
             cmd,
@@ -113,21 +121,14 @@ def start(tmp_path: pathlib.Path, hosts: int) -> Iterator[CloudUnderTest]:
         )
     try:
         try:
-            ready = _read_ready_line(proc, time.monotonic() + START_TIMEOUT)
+            ready = _read_ready_line(proc, time.monotonic() + start_timeout)
         except (TimeoutError, RuntimeError, ValueError) as exc:
             raise RuntimeError(
-                f"{exc}\n--- stderr ---\n{_tail(stderr_path)}\n"
-                f"--- nova.log ---\n{_tail(workdir / 'nova.log')}"
+                f"{name} oracle: {exc}\n--- stderr ---\n{_tail(stderr_path)}\n"
+                f"--- {name}.log ---\n{_tail(workdir / f'{name}.log')}"
             ) from exc
         if not ready.get("ready"):
-            raise RuntimeError(f"nova oracle failed to start:\n{ready.get('error')}")
-        yield CloudUnderTest(
-            backend="nova_oracle",
-            clouds_yaml=pathlib.Path(str(ready["clouds_yaml"])),
-            cloud_name=str(ready["cloud"]),
-            control=Control(url=str(ready["control_url"])),
-            hosts=[str(h) for h in ready["hosts"]],  # type: ignore[union-attr]
-            service_down_time=int(ready["service_down_time"]),  # type: ignore[call-overload]
-        )
+            raise RuntimeError(f"{name} oracle failed to start:\n{ready.get('error')}")
+        yield ready
     finally:
         _stop(proc)
