@@ -54,7 +54,15 @@ T = TypeVar("T")
 def cloud(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[CloudUnderTest]:
-    name = request.param
+    yield from start_backend(request.param, "nova_oracle", HOSTS, tmp_path_factory)
+
+
+def start_backend(
+    name: str, oracle: str, size: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """Start backend ``name`` with ``size`` hosts for the session.  One that cannot run here
+    is skipped with its reason, except ``oracle`` under ``HASTACK_REQUIRE_ORACLE=1`` (CI),
+    where that is a failure."""
     try:
         module = importlib.import_module(f"tests.contract.backends.{name}")
     except ModuleNotFoundError as exc:
@@ -63,15 +71,16 @@ def cloud(
         pytest.skip(f"{name} backend not written yet")
     reason = module.unavailable() if hasattr(module, "unavailable") else None
     if reason:
-        if name == "nova_oracle" and os.environ.get("HASTACK_REQUIRE_ORACLE") == "1":
-            pytest.fail(f"nova oracle required but unavailable: {reason}")
+        if name == oracle and os.environ.get("HASTACK_REQUIRE_ORACLE") == "1":
+            pytest.fail(f"{name} required but unavailable: {reason}")
         pytest.skip(f"{name} backend unavailable: {reason}")
     tmp: pathlib.Path = tmp_path_factory.mktemp(name)
     with contextlib.ExitStack() as stack:
-        yield stack.enter_context(module.start(tmp, HOSTS))
+        yield stack.enter_context(module.start(tmp, size))
 
 
-def _connect(cloud: CloudUnderTest, cloud_name: str) -> openstack.connection.Connection:
+def _connect(cloud: Any, cloud_name: str) -> openstack.connection.Connection:
+    """A connection to entry ``cloud_name`` of ``cloud.clouds_yaml`` (any backend's cloud)."""
     # openstack.connect() does not take config_files; build the region ourselves, and
     # ignore OS_* variables of the developer's shell.
     config = os_config.OpenStackConfig(config_files=[str(cloud.clouds_yaml)], load_envvars=False)

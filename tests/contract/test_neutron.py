@@ -9,27 +9,20 @@ runs last and brings its node back.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib
-import os
-import pathlib
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import openstack
 import pytest
 import requests
 import yaml
-from openstack import config as os_config
 
 from .backends.base import NetworkCloudUnderTest
+from .conftest import _connect, start_backend, wait_for
 
 BACKENDS = ["sim_network", "neutron_oracle"]
 NETWORK_NODES = 3
-POLL = 0.2
-T = TypeVar("T")
 
 L3, DHCP, OVS, METADATA = "L3 agent", "DHCP agent", "Open vSwitch agent", "Metadata agent"
 BINARIES = {
@@ -51,21 +44,7 @@ UNKNOWN = "00000000-0000-4000-8000-000000000000"
 def netcloud(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NetworkCloudUnderTest]:
-    name = request.param
-    module = importlib.import_module(f"tests.contract.backends.{name}")
-    reason = module.unavailable()
-    if reason:
-        if name == "neutron_oracle" and os.environ.get("HASTACK_REQUIRE_ORACLE") == "1":
-            pytest.fail(f"neutron oracle required but unavailable: {reason}")
-        pytest.skip(f"{name} backend unavailable: {reason}")
-    tmp: pathlib.Path = tmp_path_factory.mktemp(name)
-    with contextlib.ExitStack() as stack:
-        yield stack.enter_context(module.start(tmp, NETWORK_NODES))
-
-
-def _connect(cloud: NetworkCloudUnderTest, name: str) -> openstack.connection.Connection:
-    config = os_config.OpenStackConfig(config_files=[str(cloud.clouds_yaml)], load_envvars=False)
-    return openstack.connection.Connection(config=config.get_one(cloud=name))
+    yield from start_backend(request.param, "neutron_oracle", NETWORK_NODES, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -82,17 +61,6 @@ def ndemo(netcloud: NetworkCloudUnderTest) -> Iterator[openstack.connection.Conn
     c = _connect(netcloud, name)
     yield c
     c.close()
-
-
-def wait_for(fn: Callable[[], T | None], what: str, timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(POLL)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 class Net:

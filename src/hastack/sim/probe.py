@@ -24,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
-import resource
 import selectors
 import socket
 import threading
@@ -34,6 +32,7 @@ from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Any
 
+from hastack.sim.bmc.farm import ensure_fd_limit
 from hastack.sim.model import Host
 from hastack.sim.world import World
 
@@ -43,7 +42,6 @@ SWEEP_INTERVAL = 0.5  # seconds between full comparisons of the world with the l
 _HOST_EVENTS = frozenset({"power", "heartbeat", "fault", "recover"})
 _BACKLOG = 64
 _MAX_ACCEPTS_PER_WAKEUP = 64
-_FD_HEADROOM = 256
 
 
 def reachable(host: Host) -> bool:
@@ -90,7 +88,7 @@ class ProbeFarm:
         """Bind every host's port (listening if the host is reachable) and start the loop."""
         if self._thread is not None or self._stopping.is_set():
             raise RuntimeError("a ProbeFarm starts once")
-        _ensure_fd_limit(len(self._ports))
+        ensure_fd_limit(len(self._ports))
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -280,16 +278,3 @@ class ProbeFarm:
             sock.close()
             entry.sock, entry.listening = None, False
             self._bind(entry)
-
-
-def _ensure_fd_limit(more: int) -> None:
-    """Raise the soft descriptor limit, if needed, to fit ``more`` beyond those open now."""
-    try:
-        in_use = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        in_use = 0  # not Linux: the BMC farm's own headroom has to do
-    needed = in_use + more + _FD_HEADROOM
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+import os
 import re
 import resource
 import selectors
@@ -86,7 +87,7 @@ class BmcFarm:
         with self._lock:
             if self._ipmi is not None or self._stopped:
                 raise RuntimeError("a BmcFarm starts once")
-            _ensure_fd_limit(len(self.endpoints) + _FD_HEADROOM)
+            ensure_fd_limit(len(self.endpoints))
             cert, key = tls.ensure_self_signed_cert(self._cert_dir, names=(self.bind,))
             context = tls.server_context(cert, key)
             ipmi = UdpLoop(self.backend, self.endpoints, bind=self.bind)
@@ -151,7 +152,14 @@ class BmcFarm:
         return self._ipmi.port(host)
 
 
-def _ensure_fd_limit(needed: int) -> None:
+def ensure_fd_limit(more: int) -> None:
+    """Raise the soft descriptor limit, if needed, to fit ``more`` beyond those open now
+    (plus headroom); the BMC farm and the probe ports both call it before opening sockets."""
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 0  # not Linux: the headroom has to do
+    needed = in_use + more + _FD_HEADROOM
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
