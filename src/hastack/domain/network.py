@@ -32,6 +32,7 @@ class AgentInfo:
     admin_state_up: bool
     availability_zone: str = ""
     mode: AgentMode = AgentMode.NONE
+    heartbeat_at: float | None = None  # Neutron's heartbeat_timestamp, seconds since the epoch
 
     @property
     def usable(self) -> bool:
