@@ -28,6 +28,7 @@ from hastack.domain.instances import (
 from hastack.errors import ConfigError
 from hastack.policy.detection import PROFILES, DetectionProfile
 from hastack.policy.guards import Budget, GuardPolicy
+from hastack.policy.netrecovery import NetSettings
 
 
 class _Strict(BaseModel):
@@ -147,6 +148,41 @@ class RecoveryConfig(_Strict):
     rejoin: Literal["auto", "manual"] = "auto"
 
 
+class NetworkConfig(_Strict):
+    """Network HA (docs/network-ha.md): routers and DHCP off dead Neutron agents."""
+
+    enabled: bool = Field(True, description="watch Neutron's agents and re-home their work")
+    fence_nodes: bool = Field(True, description="fence failed network nodes like compute hosts")
+    stale_after: float = Field(
+        25.0, gt=0, description="an agent heartbeat older than this is down (> report_interval)"
+    )
+    agent_grace: float = Field(
+        60.0, gt=0, description="an agent down this long with its host up counts as dead"
+    )
+    unfenced_moves: bool = Field(
+        False, description="move legacy routers off nodes not proven off (risk: two copies)"
+    )
+    unfenced_grace: float = Field(300.0, gt=0)
+    dhcp_agents_per_network: int = Field(2, ge=1, le=10)
+    max_parallel: int = Field(50, ge=1, le=1000, description="router/network moves in flight")
+    verify_timeout: float = Field(60.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+    max_dead_fraction: float = Field(0.5, gt=0, le=1)
+
+    def settings(self) -> NetSettings:
+        return NetSettings(
+            stale_after=self.stale_after,
+            agent_grace=self.agent_grace,
+            unfenced_moves=self.unfenced_moves,
+            unfenced_grace=self.unfenced_grace,
+            dhcp_agents_per_network=self.dhcp_agents_per_network,
+            max_parallel=self.max_parallel,
+            verify_timeout=self.verify_timeout,
+            retries=self.retries,
+            max_dead_fraction=self.max_dead_fraction,
+        )
+
+
 class ProbeTarget(_Strict):
     address: str = Field(min_length=1)
     port: int = Field(22, ge=1, le=65535)
@@ -169,6 +205,7 @@ class Config(_Strict):
     store: StoreConfig = StoreConfig()
     guards: GuardsConfig = GuardsConfig()
     recovery: RecoveryConfig = RecoveryConfig()
+    network: NetworkConfig = NetworkConfig()
     segments: tuple[SegmentConfig, ...] = (SegmentConfig(name="default", hosts=("*",)),)
     hosts: dict[str, HostConfig] = {}
 

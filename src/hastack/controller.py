@@ -81,6 +81,7 @@ def build_settings(config: Config, topology: FenceTopology) -> Settings:
         retries=config.recovery.retries,
         fence_attempts=config.recovery.fence_attempts,
         rejoin_auto=config.recovery.rejoin == "auto",
+        fence_network_nodes=config.network.enabled and config.network.fence_nodes,
     )
 
 
@@ -121,6 +122,7 @@ def build_controller(config: Config, *, clock: Clock | None = None) -> Controlle
     """Everything ``hastack serve`` runs, wired from ``config``."""
     from hastack.drivers.openstack.compute import NovaCompute  # noqa: PLC0415
     from hastack.drivers.openstack.connection import connect  # noqa: PLC0415
+    from hastack.drivers.openstack.network import NeutronNetwork  # noqa: PLC0415
     from hastack.drivers.signals.bmc import BmcPower  # noqa: PLC0415
     from hastack.drivers.signals.probe import TcpProbe  # noqa: PLC0415
 
@@ -148,7 +150,21 @@ def build_controller(config: Config, *, clock: Clock | None = None) -> Controlle
         lease_ttl=config.controller.lease_ttl,
         fence_timeout=config.recovery.fence_timeout,
     )
-    engine = Engine(settings, compute, signals, topology, store, clock, options, hosts=config.hosts)
+    network = None
+    if config.network.enabled:
+        network = NeutronNetwork(conn, timeout=config.cloud.api_timeout)
+    engine = Engine(
+        settings,
+        compute,
+        signals,
+        topology,
+        store,
+        clock,
+        options,
+        hosts=config.hosts,
+        network=network,
+        net_settings=config.network.settings(),
+    )
     return Controller(engine, store)
 
 

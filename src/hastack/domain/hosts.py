@@ -29,6 +29,7 @@ class Signal(enum.StrEnum):
     """Independent witnesses of a host's health."""
 
     NOVA = "nova"  # nova-compute service heartbeat (updated_at) and state
+    NEUTRON = "neutron"  # Neutron agents' heartbeats, on hosts without nova-compute
     BMC = "bmc"  # the BMC's power reading: off is a loss, on says nothing about the OS
     PROBE = "probe"  # TCP reachability from the controller
     AGENT = "agent"  # hastack's node agent heartbeat, where one runs

@@ -27,6 +27,7 @@ from typing import Any
 from hastack.clock import Clock
 from hastack.domain.fencing import FenceAttempt
 from hastack.domain.hosts import HostObservation, HostRecord, HostState, Reading, Signal
+from hastack.domain.network import AgentInfo
 from hastack.engine.devices import FenceTopology
 from hastack.engine.journal import Journal, Operation, OpState, StepState
 from hastack.errors import (
@@ -36,10 +37,11 @@ from hastack.errors import (
     StoreUnavailable,
     TransientError,
 )
-from hastack.policy import recovery
+from hastack.policy import netrecovery, recovery
 from hastack.policy.detection import nova_reading
 from hastack.policy.fencing import OperatorConfirmation
 from hastack.ports.compute import ComputePort, ComputeService, EvacuationStatus, Workload
+from hastack.ports.network import NetworkPort, RouterHealth
 from hastack.ports.signals import SignalSource
 from hastack.ports.store import Lease, Store
 
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 LEADER = "hastack-leader"
 CONTROL = "/hastack/control/"  # operator requests: confirm/<host>, maintenance/<host>, ...
+HA_CHECK_INTERVAL = 60.0  # how often every HA router's ha_state per agent is read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,9 +86,19 @@ class Engine:
         *,
         hosts: Iterable[str] = (),
         domains: Mapping[str, Mapping[str, str]] | None = None,
+        network: NetworkPort | None = None,
+        net_settings: netrecovery.NetSettings | None = None,
     ) -> None:
         self.settings = settings
         self.compute = compute
+        self.network = network
+        self.net_settings = net_settings or netrecovery.NetSettings()
+        self._agents: dict[str, AgentInfo] = {}
+        self._agents_ok = True
+        self._anomalies: dict[str, str] = {}
+        self._last_ha_check = -1e18
+        self._ha_routers: set[str] = set()
+        self._last_control: dict[str, Any] = {}
         self.signals = {s.signal: s for s in signals}
         self.fencing = fencing
         self.store = store
@@ -192,16 +205,77 @@ class Engine:
             self._write(op)
             if op.state != OpState.OPEN:
                 self._consume_requests(op.subject)
-        for event in decision.events:
+        events = list(decision.events)
+        runs = list(decision.runs)
+        verdict = decision.verdict
+        if self.network is not None:
+            net = self._network_pass(now, snapshot, decision)
+            for op in net.writes:
+                self._write(op)
+            events += net.events
+            runs += net.runs
+            verdict += "; " + net.verdict
+        for event in events:
             self._log_event(event)
-        self._start_all(decision.runs, now)
+        self._start_all(runs, now)
         if self.options.inline:
             self._drain(now)
         self._forget_finished(now)
-        if decision.verdict != self.last_verdict:
-            log.info("verdict: %s", decision.verdict)
-            self.last_verdict = decision.verdict
-        return TickReport(now, decision.verdict, list(decision.events), len(decision.runs), True, 0)
+        if verdict != self.last_verdict:
+            log.info("verdict: %s", verdict)
+            self.last_verdict = verdict
+        return TickReport(now, verdict, events, len(runs), True, 0)
+
+    # ------------------------------------------------------------ network HA
+
+    def _network_pass(
+        self, now: float, snapshot: recovery.Snapshot, decision: recovery.Decision
+    ) -> netrecovery.NetDecision:
+        assert self.network is not None
+        ops = list(self.ops.values())
+        needs = netrecovery.reads_needed(ops, self.running)
+        control = self._last_control
+        rebalance = control.get("rebalance")
+        ha_due = now - self._last_ha_check >= HA_CHECK_INTERVAL
+        routers = networks = None
+        health: Mapping[str, RouterHealth] = {}
+        try:
+            if needs.routers or rebalance is not None or ha_due:
+                ha = set(needs.ha_states)
+                if ha_due:
+                    ha |= self._ha_routers
+                routers = self.network.routers(ha_states=sorted(ha))
+                self._ha_routers = {r.id for r in routers if r.ha}
+                self._last_ha_check = now if ha_due else self._last_ha_check
+            if needs.networks:
+                networks = self.network.networks()
+            if needs.health:
+                health = self.network.router_health(sorted(needs.health))
+        except HastackError as exc:
+            log.warning("Neutron unreadable: %s", exc)
+        power_off = frozenset(h for h, r in self.records.items() if Signal.BMC in r.lost_map())
+        snap = netrecovery.NetSnapshot(
+            now=now,
+            agents=self._agents,
+            agents_ok=self._agents_ok,
+            routers=routers,
+            networks=networks,
+            health=health,
+            host_states={h: r.state for h, r in decision.records.items()},
+            power_off=power_off,
+            paused=snapshot.paused,
+            halted=decision.halted,
+            cliff_ack=snapshot.cliff_ack,
+            rebalance=rebalance,
+        )
+        net = netrecovery.decide_network(
+            snap, ops, set(self.running), self.net_settings, self._anomalies
+        )
+        self._anomalies = dict(net.anomalies)
+        if net.rebalance_taken:
+            with contextlib.suppress(HastackError):
+                self.store.delete(f"{CONTROL}rebalance")
+        return net
 
     # ------------------------------------------------------------ leadership and journal
 
@@ -273,7 +347,8 @@ class Engine:
                 log.warning("Nova services unreadable: %s", exc)
                 services, nova_ok = {}, False
                 self._services = {}
-        hosts = self.known_hosts | set(services)
+        nodes, back = self._observe_agents(now, services, readings, nova_ok)
+        hosts = self.known_hosts | set(services) | nodes
         for host in hosts if fresh else ():
             svc = services.get(host)
             if svc is not None:
@@ -302,7 +377,7 @@ class Engine:
         visible = sum(
             1 for h in hosts if h in services or any(r.lost is False for r in readings.get(h, ()))
         )
-        control = self._control(now)
+        control = self._last_control = self._control(now)
         ops = list(self.ops.values())
         workloads = self._workloads(recovery.workloads_needed(ops))
         statuses = self._evacuation_statuses(recovery.evacuations_to_check(ops, self.running))
@@ -332,7 +407,49 @@ class Engine:
             evacuations=statuses,
             cleanup_pending=cleanup,
             domains=domains,
+            network_nodes=frozenset(nodes),
+            agents_back=frozenset(back),
         )
+
+    def _observe_agents(
+        self,
+        now: float,
+        services: Mapping[str, ComputeService],
+        readings: dict[str, list[Reading]],
+        nova_ok: bool,
+    ) -> tuple[set[str], set[str]]:
+        """Neutron's agents: the network nodes (agent hosts without nova-compute), their
+        NEUTRON readings (lost when every agent on the node is down), and those back up."""
+        if self.network is None:
+            return set(), set()
+        fresh = False
+        if self._due(Signal.NEUTRON, self.settings.profile.nova_interval, now) or not self._agents:
+            try:
+                self._agents = {a.id: a for a in self.network.agents()}
+                self._agents_ok = fresh = True
+            except HastackError as exc:
+                log.warning("Neutron agents unreadable: %s", exc)
+                self._agents_ok = False
+        if not nova_ok:
+            return set(), set()  # without Nova's list no host can be told apart as a node
+        by_host: dict[str, list[AgentInfo]] = {}
+        for agent in self._agents.values():
+            if agent.host not in services:
+                by_host.setdefault(agent.host, []).append(agent)
+        back = set()
+        for host, agents in by_host.items():
+            down = [a for a in agents if netrecovery.is_down(a, now, self.net_settings)]
+            if len(down) < len(agents):
+                back.add(host)
+            if not fresh or not self._agents_ok:
+                continue
+            if down and len(down) == len(agents):
+                age = min(netrecovery.silent_for(a, now) for a in agents)
+                reading = Reading(Signal.NEUTRON, True, now, f"all agents down ({age:.0f}s silent)")
+            else:
+                reading = Reading(Signal.NEUTRON, False, now, "agents heartbeat")
+            readings.setdefault(host, []).append(reading)
+        return set(by_host), back
 
     def _due(self, signal: Signal, interval: float, now: float) -> bool:
         last = self._last_read.get(signal)
@@ -349,6 +466,7 @@ class Engine:
             "confirmations": {},
             "cliff_ack": None,
             "rejoin": {},
+            "rebalance": None,
         }
         for entry in self.store.list(CONTROL):
             kind, _, host = entry.key.removeprefix(CONTROL).partition("/")
@@ -359,6 +477,8 @@ class Engine:
                 continue
             if kind == "paused":
                 out["paused"] = True
+            elif kind == "rebalance":
+                out["rebalance"] = float(body.get("at", now))
             elif kind == "cliff-ack":
                 out["cliff_ack"] = float(body.get("at", now))
             elif kind == "maintenance" and host:
@@ -418,7 +538,10 @@ class Engine:
         marked: dict[str, Operation] = {}
         for run in fresh:
             op = marked.get(run.op) or self.ops[run.op]
-            marked[run.op] = recovery.mark_running(op, run, now)
+            if op.kind in netrecovery.KINDS:
+                marked[run.op] = netrecovery.mark_running(op, run, now)
+            else:
+                marked[run.op] = recovery.mark_running(op, run, now)
         for op in marked.values():
             self._write(op)  # write-ahead: a crash from here on is resumed from "running"
         epoch = self.lease.epoch if self.lease else -1
@@ -446,7 +569,10 @@ class Engine:
             op = changed.get(outcome.run.op) or self.ops.get(outcome.run.op)
             if op is None:
                 continue
-            changed[op.id] = recovery.apply_outcome(op, outcome, self.settings, now)
+            if op.kind in netrecovery.KINDS:
+                changed[op.id] = netrecovery.apply_outcome(op, outcome, self.net_settings, now)
+            else:
+                changed[op.id] = recovery.apply_outcome(op, outcome, self.settings, now)
         for op in changed.values():
             self._write(op)
 
@@ -475,6 +601,8 @@ class Engine:
         args = run.args
         if run.action == "fence":
             return self._fence(run, epoch)
+        if run.action in (netrecovery.MOVE_ROUTER, netrecovery.MOVE_NETWORK):
+            return self._move(run)
         op = self.ops.get(run.op)
         if op is None or recovery.proof_of(op) is None:
             return recovery.Outcome(run, False, "refused: no fence proof for the host")
@@ -535,6 +663,28 @@ class Engine:
         return recovery.Outcome(
             run, True, f"evacuation to {where} accepted", issued=True, at=self.clock.now()
         )
+
+    def _move(self, run: recovery.Run) -> recovery.Outcome:
+        """Remove then add one router or network binding (both calls idempotent, so a resumed
+        step simply runs again).  A legacy or SNAT move off a node needs its proof."""
+        args = run.args
+        assert self.network is not None
+        source, target = args.get("source"), args.get("target")
+        if run.action == netrecovery.MOVE_ROUTER:
+            needs_proof = args.get("mode") in ("legacy", "snat") and not args.get("rebalance")
+            if needs_proof and not args.get("proof"):
+                return recovery.Outcome(run, False, "refused: the source node is not proven off")
+            if source:
+                self.network.remove_router(source, args["router"])
+            if target:
+                self.network.add_router(target, args["router"])
+            return recovery.Outcome(run, True, f"moved from {source} to {target}: verifying")
+        if source:
+            self.network.remove_network(source, args["network"])
+        if target:
+            self.network.add_network(target, args["network"])
+        what = f"added to {target}" if target else "dead binding removed"
+        return recovery.Outcome(run, True, what)
 
     # ------------------------------------------------------------ audit
 

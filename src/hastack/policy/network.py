@@ -100,9 +100,13 @@ def _l3(agents: Iterable[AgentInfo]) -> list[AgentInfo]:
 
 
 def plan_router_moves(
-    routers: Sequence[RouterInfo], agents: Sequence[AgentInfo], dead: Collection[str]
+    routers: Sequence[RouterInfo],
+    agents: Sequence[AgentInfo],
+    dead: Collection[str],
+    avoid: Collection[str] = (),
 ) -> NetworkPlan:
-    """Re-home every router binding on a ``dead`` agent (see the module docstring)."""
+    """Re-home every router binding on a ``dead`` agent (see the module docstring), never
+    onto an agent in ``avoid`` (agents down but not yet confirmed dead, failed targets)."""
     l3 = _l3(agents)
     by_id = {a.id: a for a in l3}
     loads = _Loads(l3, (tuple(x for x in r.agents if x not in dead) for r in routers))
@@ -121,7 +125,11 @@ def plan_router_moves(
             candidates = [
                 a
                 for a in l3
-                if a.usable and a.mode in wanted and a.id not in hosting and a.id not in dead
+                if a.usable
+                and a.mode in wanted
+                and a.id not in hosting
+                and a.id not in dead
+                and a.id not in avoid
             ]
             zone = agent.availability_zone if agent else ""
             target, why = loads.pick(candidates, router.availability_zones, zone)
@@ -141,12 +149,17 @@ def plan_router_moves(
 
 
 def plan_dhcp(
-    networks: Sequence[NetworkInfo], agents: Sequence[AgentInfo], dead: Collection[str], target: int
+    networks: Sequence[NetworkInfo],
+    agents: Sequence[AgentInfo],
+    dead: Collection[str],
+    target: int,
+    avoid: Collection[str] = (),
 ) -> NetworkPlan:
-    """Give every network ``target`` usable DHCP agents, dropping bindings on dead ones."""
+    """Give every network ``target`` usable DHCP agents, dropping bindings on dead ones;
+    agents in ``avoid`` are neither counted as serving nor chosen."""
     dhcp = [a for a in agents if a.kind == AgentKind.DHCP]
     by_id = {a.id: a for a in dhcp}
-    usable = {a.id for a in dhcp if a.usable and a.id not in dead}
+    usable = {a.id for a in dhcp if a.usable and a.id not in dead and a.id not in avoid}
     loads = _Loads(dhcp, (tuple(x for x in n.agents if x in usable) for n in networks))
     moves: list[Move] = []
     stuck: list[Stuck] = []

@@ -18,6 +18,11 @@ A recovery is one operation per failed host, ``recover-host``, of idempotent ste
 ``rejoin``       once the host's compute heartbeats again and Nova cleaned up its old
                  instances: re-enable it (automatically or by an operator, per policy)
 
+A **network node** (a host running Neutron agents and no nova-compute) is recovered the same
+way when ``fence_network_nodes`` is on, with nothing to force down or evacuate: its recovery
+is the fence proof that lets network HA (policy/netrecovery.py) move its legacy routers, and it
+rejoins once its agents heartbeat again.
+
 Nothing in a recovery can run before ``fence`` holds a :class:`FenceProof`.
 """
 
@@ -42,6 +47,8 @@ FENCE, FORCE_DOWN, PLAN, REJOIN = "fence", "force-down", "plan", "rejoin"
 EVACUATE = "evacuate"
 TERMINAL = (StepState.DONE, StepState.FAILED, StepState.SKIPPED)
 STALE_CONFIRMATION = "an operator confirmation older than this recovery was ignored"
+NO_NOVA = "network node: no nova-compute service to force down"
+NODE_AWAY = "waiting for the node to come back (its Neutron agents heartbeat again)"
 
 
 # ---------------------------------------------------------------- inputs
@@ -67,6 +74,7 @@ class Settings:
     fence_retry_after: float = 60.0
     action_errors: int = 5  # transient errors tolerated per step before it fails
     rejoin_auto: bool = True
+    fence_network_nodes: bool = True  # recover (fence) failed network nodes too
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +98,8 @@ class Snapshot:
     evacuations: Mapping[str, EvacuationStatus] = dataclasses.field(default_factory=dict)
     cleanup_pending: Mapping[str, int] = dataclasses.field(default_factory=dict)
     domains: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    network_nodes: frozenset[str] = frozenset()  # hosts with Neutron agents, no nova-compute
+    agents_back: frozenset[str] = frozenset()  # network nodes whose agents heartbeat again
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +126,7 @@ class Decision:
     runs: tuple[Run, ...]
     events: tuple[Event, ...]
     verdict: str
+    halted: str | None = None  # why no new action may start (paused, a guard), if so
 
 
 # ---------------------------------------------------------------- what the engine must fetch
@@ -249,7 +260,7 @@ def decide(
         else:
             new_records[op.subject] = dataclasses.replace(prev, reason=reason)
     verdict = _verdict(new_records, runs, halted, len(open_by_host))
-    return Decision(new_records, tuple(writes), tuple(runs), tuple(events), verdict)
+    return Decision(new_records, tuple(writes), tuple(runs), tuple(events), verdict, halted)
 
 
 def _detect(
@@ -305,11 +316,22 @@ def _open_recoveries(  # noqa: PLR0917
         ),
         key=lambda r: (r.since, r.host),
     )
-    unprotected = [r.host for r in failed if r.host not in settings.segments]
-    candidates = [r.host for r in failed if r.host in settings.segments]
+
+    def recoverable(host: str) -> bool:
+        if host in snapshot.network_nodes and host not in snapshot.services:
+            return settings.fence_network_nodes
+        return host in settings.segments
+
+    unprotected = [r.host for r in failed if not recoverable(r.host)]
+    candidates = [r.host for r in failed if recoverable(r.host)]
     for host in unprotected:
         if records.get(host, HostRecord(host)).state != HostState.FAILED:
-            events.append(Event(host, "failed, but in no segment: not recovered (observed only)"))
+            why = (
+                "a network node, and network.fence_nodes is off"
+                if host in snapshot.network_nodes
+                else "in no segment"
+            )
+            events.append(Event(host, f"failed, but {why}: not recovered (observed only)"))
     halted: str | None = None
     if snapshot.paused:
         halted = "paused by an operator: no new action"
@@ -322,7 +344,8 @@ def _open_recoveries(  # noqa: PLR0917
                 events.append(Event(host, f"fencing refused: {why}"))
             new_records[host] = dataclasses.replace(new_records[host], reason=f"refused: {why}")
         for host in guard.allowed:
-            op = _new_recovery(host, new_records[host], settings, now)
+            node = host in snapshot.network_nodes and host not in snapshot.services
+            op = _new_recovery(host, new_records[host], settings, now, network_node=node)
             writes.append(op)
             open_by_host[host] = op
             events.append(Event(host, f"recovery {op.id} opened: {new_records[host].reason}"))
@@ -361,14 +384,19 @@ def _guard_input(
     )
 
 
-def _new_recovery(host: str, record: HostRecord, settings: Settings, now: float) -> Operation:
+def _new_recovery(
+    host: str, record: HostRecord, settings: Settings, now: float, *, network_node: bool = False
+) -> Operation:
     levels = [list(level) for level in settings.fence_levels.get(host, ())]
     steps = [
         Step(FENCE, "fence", {"levels": levels, "attempts": []}, updated=now),
         Step(FORCE_DOWN, "force-down", {"errors": 0}, updated=now),
         Step(PLAN, "plan", {}, updated=now),
-        Step(REJOIN, "rejoin", {"errors": 0}, updated=now),
+        Step(REJOIN, "rejoin", {"errors": 0, "network_node": network_node}, updated=now),
     ]
+    if network_node:
+        steps[1] = Step(FORCE_DOWN, "force-down", {}, StepState.SKIPPED, 0, NO_NOVA, now)
+        steps[2] = Step(PLAN, "plan", {}, StepState.DONE, 0, "network node: no instances", now)
     return Operation(
         id=f"recover-{host}-{int(now * 1000)}",
         kind=RECOVER,
@@ -383,7 +411,7 @@ def _new_recovery(host: str, record: HostRecord, settings: Settings, now: float)
 # ---------------------------------------------------------------- advancing one recovery
 
 
-class _Op:
+class OpEdit:
     """Copy-on-write wrapper: ``advance`` edits steps through it; untouched ops stay shared."""
 
     def __init__(self, op: Operation, now: float) -> None:
@@ -437,7 +465,7 @@ def _advance(  # noqa: PLR0917
     """Advance one recovery.  ``limits``: the evacuation budget left this pass (shared by all
     recoveries) and the hosts not to place onto (any host not ``ok``: suspect ones included)."""
     budget, avoid = limits
-    w = _Op(op, snapshot.now)
+    w = OpEdit(op, snapshot.now)
     host = op.subject
     fence = op.step(FENCE)
     if fence is None:
@@ -450,7 +478,7 @@ def _advance(  # noqa: PLR0917
     if stop_all:
         return w.op
     down = w.op.step(FORCE_DOWN)
-    if down is not None and down.state != StepState.DONE:
+    if down is not None and down.state not in (StepState.DONE, StepState.SKIPPED):
         if down.state != StepState.FAILED and (op.id, FORCE_DOWN) not in running:
             runs.append(Run(op.id, FORCE_DOWN, "force-down", {"host": host}))
         return w.op
@@ -472,7 +500,7 @@ def _advance(  # noqa: PLR0917
 
 
 def _advance_fence(  # noqa: PLR0917
-    w: _Op,
+    w: OpEdit,
     fence: Step,
     snapshot: Snapshot,
     running: set[tuple[str, str]],
@@ -545,7 +573,7 @@ def proof_of(op: Operation) -> FenceProof | None:
         return None
 
 
-def _make_plan(w: _Op, workload: Workload, settings: Settings, avoid: frozenset[str]) -> None:
+def _make_plan(w: OpEdit, workload: Workload, settings: Settings, avoid: frozenset[str]) -> None:
     host = w.op.subject
     segment = settings.segments.get(host)
     if segment is None:
@@ -610,7 +638,7 @@ def _destinations(
 
 
 def _advance_evacuations(  # noqa: PLR0917
-    w: _Op,
+    w: OpEdit,
     snapshot: Snapshot,
     running: set[tuple[str, str]],
     settings: Settings,
@@ -663,7 +691,7 @@ def _evac_args(host: str, s: Step, *, check: bool) -> dict[str, Any]:
 
 
 def _confirm(  # noqa: PLR0917
-    w: _Op,
+    w: OpEdit,
     s: Step,
     status: EvacuationStatus,
     settings: Settings,
@@ -702,7 +730,7 @@ def _confirm(  # noqa: PLR0917
     _retry_or_fail(w, s, why, settings, events)
 
 
-def _retry_or_fail(w: _Op, s: Step, why: str, settings: Settings, events: list[Event]) -> None:
+def _retry_or_fail(w: OpEdit, s: Step, why: str, settings: Settings, events: list[Event]) -> None:
     host = w.op.subject
     name = s.params.get("name", s.params["instance"])
     attempts = s.attempts + 1
@@ -724,7 +752,7 @@ def _retry_or_fail(w: _Op, s: Step, why: str, settings: Settings, events: list[E
 
 
 def _retarget(
-    w: _Op, s: Step, snapshot: Snapshot, segment: Segment | None, avoid: frozenset[str]
+    w: OpEdit, s: Step, snapshot: Snapshot, segment: Segment | None, avoid: frozenset[str]
 ) -> bool:
     """Choose a new target for a retried evacuation, away from the targets that failed."""
     if segment is None or segment.policy.placement == PlacementMode.SCHEDULER:
@@ -775,7 +803,7 @@ def _step_open(op: Operation, step_id: str) -> bool:
 
 
 def _advance_rejoin(  # noqa: PLR0917
-    w: _Op,
+    w: OpEdit,
     rejoin: Step,
     snapshot: Snapshot,
     running: set[tuple[str, str]],
@@ -784,6 +812,13 @@ def _advance_rejoin(  # noqa: PLR0917
 ) -> None:
     host, now = w.op.subject, snapshot.now
     if (w.op.id, REJOIN) in running:
+        return
+    if rejoin.params.get("network_node"):
+        if host in snapshot.agents_back:
+            w.set(REJOIN, state=StepState.DONE, result="its Neutron agents heartbeat again")
+            w.log("rejoined: its Neutron agents heartbeat again")
+        elif rejoin.result != NODE_AWAY:
+            w.set(REJOIN, result=NODE_AWAY)
         return
     service = snapshot.services.get(host)
     fresh = (
@@ -850,7 +885,7 @@ class Outcome:
 
 def mark_running(op: Operation, run: Run, now: float) -> Operation:
     """The journal entry written *before* ``run`` executes."""
-    w = _Op(op, now)
+    w = OpEdit(op, now)
     params: dict[str, Any] = {}
     if run.action == "evacuate":
         params = {"phase": "pending"}
@@ -860,7 +895,7 @@ def mark_running(op: Operation, run: Run, now: float) -> Operation:
 
 def apply_outcome(op: Operation, outcome: Outcome, settings: Settings, now: float) -> Operation:
     """Fold an executor's report into the journal entry."""
-    w = _Op(op, now)
+    w = OpEdit(op, now)
     run = outcome.run
     step = op.step(run.step)
     if step is None:
@@ -892,7 +927,7 @@ def apply_outcome(op: Operation, outcome: Outcome, settings: Settings, now: floa
     return w.op
 
 
-def _simple(w: _Op, step: Step, outcome: Outcome, settings: Settings) -> None:
+def _simple(w: OpEdit, step: Step, outcome: Outcome, settings: Settings) -> None:
     if outcome.ok:
         w.set(step.id, state=StepState.DONE, result=outcome.detail)
         w.log(f"{step.id}: {outcome.detail}")
