@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hastack import __version__
-from hastack.cli import serve, sim
+from hastack.cli import network, serve, sim
 from hastack.demo import run as run_demo
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     sim.register(sub)
     serve.register(sub)
+    network.register(sub)
     demo = sub.add_parser("demo", help="run the demo against a simulated cloud")
     demo.add_argument("--workdir", type=Path, help="where the simulator writes its files")
     demo.set_defaults(func=lambda a: run_demo(a.workdir))

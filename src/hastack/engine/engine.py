@@ -693,9 +693,26 @@ class Engine:
 
 
 def summarize(ops: Iterable[Operation]) -> list[dict[str, Any]]:
-    """Operations as plain rows (for the CLI and the demo)."""
+    """Operations as plain rows (for the CLI and the demo): a host recovery counts its
+    evacuations, a network operation its router/network moves."""
     rows = []
     for op in ops:
+        if op.kind in netrecovery.KINDS:
+            moves = [s for s in op.steps if s.kind in (netrecovery.ROUTER, netrecovery.NETWORK)]
+            plan = op.step(netrecovery.PLAN)
+            host = str(plan.params.get("host", op.subject)) if plan else op.subject
+            rows.append(
+                {
+                    "id": op.id,
+                    "host": host,
+                    "state": op.state.value,
+                    "host_state": op.kind,
+                    "evacuations": len(moves),
+                    "done": sum(1 for s in moves if s.state == StepState.DONE),
+                    "reason": op.log[-1].partition(" ")[2] if op.log else "",
+                }
+            )
+            continue
         evacs = [s for s in op.steps if s.kind == recovery.EVACUATE]
         state, reason = recovery.host_state(op)
         rows.append(
