@@ -8,6 +8,7 @@ from pathlib import Path
 
 import openstack
 import pytest
+import requests
 from openstack import config as os_config
 from openstack import exceptions as sdk_exc
 
@@ -18,7 +19,9 @@ from hastack.sim.runner import RunningSim, SimOptions
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSim]:
     workdir: Path = tmp_path_factory.mktemp("neutron")
-    spec = CloudSpec(hosts=2, instances=4, seed=7, network_nodes=3, routers=4, networks=3)
+    spec = CloudSpec(
+        hosts=2, instances=4, seed=7, network_nodes=3, routers=4, networks=3, ha_routers=1
+    )
     options = SimOptions(spec=spec, workdir=workdir, bmc=False, probe=False)
     with RunningSim(options) as running:
         yield running
@@ -49,7 +52,7 @@ def test_agents_list_and_filters(conn: openstack.connection.Connection) -> None:
 
 
 def test_router_moves_between_agents(conn: openstack.connection.Connection) -> None:
-    router = next(conn.network.routers())
+    router = next(r for r in conn.network.routers() if not r.is_ha)
     (old,) = list(conn.network.routers_hosting_l3_agents(router))
     other = next(a for a in conn.network.agents(agent_type="L3 agent") if a.id != old.id)
     # openstacksdk's add_router_to_agent does not raise on an error status: look at the wire.
@@ -113,5 +116,76 @@ def test_agent_admin_state_and_member_policy(
     try:
         # Admin only, but Neutron filters a list by policy: a member gets an empty list.
         assert list(demo.network.agents()) == []
+    finally:
+        demo.close()
+
+
+def test_ports_filter_on_several_device_ids(conn: openstack.connection.Connection) -> None:
+    ids = [r.id for r in conn.network.routers()][:2]
+    resp = conn.network.get(f"/ports?device_id={ids[0]}&device_id={ids[1]}")
+    ports = resp.json()["ports"]
+    assert {p["device_id"] for p in ports} == set(ids)
+    owners = "device_owner=network:router_gateway&device_owner=network:router_interface"
+    resp = conn.network.get(f"/ports?device_id={ids[0]}&{owners}")
+    assert {p["device_owner"] for p in resp.json()["ports"]} == {
+        "network:router_gateway",
+        "network:router_interface",
+    }
+    fips = conn.network.get(f"/floatingips?router_id={ids[0]}&router_id={ids[1]}").json()
+    assert {f["router_id"] for f in fips["floatingips"]} == set(ids)
+
+
+def test_router_lifecycle_interfaces_and_floating_ips(
+    conn: openstack.connection.Connection,
+) -> None:
+    public = next(conn.network.networks(name="public"))
+    net = conn.network.create_network(name="lifecycle")
+    sub = conn.network.create_subnet(network_id=net.id, cidr="10.77.0.0/24", ip_version=4)
+    router = conn.network.create_router(name="lc", external_gateway_info={"network_id": public.id})
+    conn.network.add_interface_to_router(router, subnet_id=sub.id)
+    iface = next(conn.network.ports(device_id=router.id, device_owner="network:router_interface"))
+    assert iface.fixed_ips[0]["ip_address"] == sub.gateway_ip
+    resp = conn.network.delete(f"/routers/{router.id}")
+    assert resp.status_code == 409
+    assert resp.json()["NeutronError"]["type"] == "RouterInUse"
+    updated = conn.network.update_router(router, name="lc2", admin_state_up=False)
+    assert (updated.name, updated.is_admin_state_up) == ("lc2", False)
+    fip = conn.network.create_ip(floating_network_id=public.id)
+    assert fip.router_id is None and fip.status == "DOWN"
+    resp = conn.network.put(f"/floatingips/{fip.id}", json={"floatingip": {"port_id": "nope"}})
+    assert resp.json()["NeutronError"]["type"] == "PortNotFound"
+    conn.network.delete_ip(fip)
+    conn.network.remove_interface_from_router(router, subnet_id=sub.id)
+    conn.network.delete_router(router)
+    with pytest.raises(sdk_exc.NotFoundException):
+        conn.network.get_router(router.id)
+
+
+def test_ha_router_l3_agents_and_vrrp_control(
+    sim: RunningSim, conn: openstack.connection.Connection
+) -> None:
+    router = next(r for r in conn.network.routers() if r.is_ha)
+    states = {a.host: a.ha_state for a in conn.network.routers_hosting_l3_agents(router)}
+    assert sorted(states.values()) == ["active", "standby"]
+    split = requests.post(
+        f"{sim.url}/control/routers/{router.id}/vrrp", json={"state": "split"}, timeout=10
+    ).json()
+    assert sorted(split["forwarding"]) == sorted(states)
+    cleared = requests.post(
+        f"{sim.url}/control/routers/{router.id}/vrrp", json={"state": "clear"}, timeout=10
+    ).json()
+    assert len(cleared["masters"]) == 1
+    created = conn.network.create_router(name="ha2", is_ha=True)
+    assert created.is_ha
+    assert len(list(conn.network.routers_hosting_l3_agents(created))) == 2
+    conn.network.delete_router(created)
+
+
+def test_member_may_not_create_ha_routers(sim: RunningSim) -> None:
+    demo = connect(sim, "hastack-sim-demo")
+    try:
+        resp = demo.network.post("/routers", json={"router": {"name": "x", "ha": True}})
+        assert resp.status_code == 403
+        assert resp.json()["NeutronError"]["type"] == "PolicyNotAuthorized"
     finally:
         demo.close()

@@ -55,7 +55,9 @@ def test_serve_writes_private_files_that_describe_the_cloud(sim: dict[str, Any])
         path = Path(state[key])
         assert path.is_absolute() and path.exists()
         assert path.stat().st_mode & 0o077 == 0, f"{path} must not be readable by others"
-    assert sorted(config["hosts"]) == [f"compute{i:02d}" for i in range(1, HOSTS + 1)]
+    computes = [f"compute{i:02d}" for i in range(1, HOSTS + 1)]
+    nodes = [f"network{i:02d}" for i in range(1, 4)]  # sim serve's default: 3 network nodes
+    assert sorted(config["hosts"]) == computes + nodes
     levels = config["hosts"]["compute01"]["fencing"]
     assert [lvl["devices"][0]["type"] for lvl in levels] == ["ipmi", "redfish"]
     assert levels[0]["devices"][0]["port"] > 0

@@ -23,7 +23,7 @@ from hastack.cli.output import add_format_options, render_one, render_rows
 from hastack.sim.build import CloudSpec
 from hastack.sim.faults import MODES
 from hastack.sim.files import STATE_FILE, read_state
-from hastack.sim.neutron import NeutronConfig
+from hastack.sim.neutron import AGENT_NAMES, VRRP_FAULTS, NeutronConfig
 from hastack.sim.runner import RunningSim, SimOptions
 from hastack.sim.world import SimConfig
 
@@ -75,12 +75,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     serve.add_argument("--host-vcpus", type=int, default=32, help="physical cores per host")
     serve.add_argument("--host-memory-mb", type=int, default=131072, help="RAM per host")
-    for flag, what in (
-        ("--network-nodes", "Neutron network nodes"),
-        ("--routers", "routers"),
-        ("--networks", "networks"),
+    for flag, count, what in (
+        ("--network-nodes", 3, "Neutron network nodes"),
+        ("--routers", 20, "routers, each with a gateway, an interface and a floating IP"),
+        ("--networks", 10, "tenant networks"),
+        ("--ha-routers", 0, "of the routers, how many are HA (VRRP)"),
     ):
-        serve.add_argument(flag, type=int, default=0, help=f"{what} (default 0)")
+        serve.add_argument(
+            flag, type=_non_negative, default=count, help=f"{what} (default {count})"
+        )
+    serve.add_argument(
+        "--dvr",
+        action="store_true",
+        help="DVR: dvr_snat L3 agents on network nodes, dvr L3 + OVS agents on computes, "
+        "distributed routers",
+    )
     for flag, default, what in (
         ("--agent-report-interval", 30.0, "seconds between Neutron agent heartbeats"),
         ("--agent-down-time", 75.0, "silence after which Neutron reports an agent dead"),
@@ -91,16 +100,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
     serve.set_defaults(func=cmd_serve)
 
-    fail = ssub.add_parser("fail", help="inject a failure on a host")
-    fail.add_argument("host")
-    fail.add_argument("--mode", choices=MODES, default="power")
-    _add_url(fail)
-    fail.set_defaults(func=cmd_fail)
-
-    recover = ssub.add_parser("recover", help="undo every failure on a host")
-    recover.add_argument("host")
-    _add_url(recover)
-    recover.set_defaults(func=cmd_recover)
+    _register_faults(ssub)
 
     hosts = ssub.add_parser("hosts", help="the hosts' physical state, as the simulator knows it")
     _add_url(hosts)
@@ -118,6 +118,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_url(fault)
     add_format_options(fault)
     fault.set_defaults(func=cmd_api_fault)
+
+
+def _register_faults(ssub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fail = ssub.add_parser("fail", help="inject a failure on a host")
+    fail.add_argument("host")
+    fail.add_argument("--mode", choices=MODES, default="power")
+    fail.add_argument(
+        "--agent",
+        choices=tuple(AGENT_NAMES),
+        help="with --mode agent-dead: which Neutron agent dies (default l3)",
+    )
+    _add_url(fail)
+    fail.set_defaults(func=cmd_fail)
+
+    recover = ssub.add_parser("recover", help="undo every failure on a host")
+    recover.add_argument("host")
+    _add_url(recover)
+    recover.set_defaults(func=cmd_recover)
+
+    vrrp = ssub.add_parser("vrrp", help="force an HA router's VRRP state (keepalived)")
+    vrrp.add_argument("router", help="router id")
+    vrrp.add_argument("--state", choices=VRRP_FAULTS, required=True)
+    _add_url(vrrp)
+    vrrp.set_defaults(func=cmd_vrrp)
 
 
 def _positive(text: str) -> int:
@@ -167,6 +191,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         network_nodes=args.network_nodes,
         routers=args.routers,
         networks=args.networks,
+        ha_routers=args.ha_routers,
+        dvr=args.dvr,
     )
     timing = SimConfig(
         report_interval=args.report_interval,
@@ -237,8 +263,18 @@ def _call(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
 
 
 def cmd_fail(args: argparse.Namespace) -> int:
-    result = _call("POST", f"{control_url(args)}/hosts/{args.host}/fail", {"mode": args.mode})
+    body = {"mode": args.mode}
+    if args.agent is not None:
+        body["agent"] = args.agent
+    result = _call("POST", f"{control_url(args)}/hosts/{args.host}/fail", body)
     print(f"{result['host']}: {result['mode']} failure injected")
+    return 0
+
+
+def cmd_vrrp(args: argparse.Namespace) -> int:
+    url = f"{control_url(args)}/routers/{args.router}/vrrp"
+    result = _call("POST", url, {"state": args.state})
+    print(f"{result['router']}: masters on {', '.join(result['masters']) or 'no host'}")
     return 0
 
 

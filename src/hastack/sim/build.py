@@ -47,6 +47,8 @@ class CloudSpec:
     network_nodes: int = 0  # hosts running Neutron's agents (hastack.sim.neutron_build)
     routers: int = 0
     networks: int = 0
+    ha_routers: int = 0  # of the routers, how many are HA (VRRP)
+    dvr: bool = False  # DVR: dvr_snat agents on network nodes, dvr L3 + OVS agents on computes
 
 
 def host_names(count: int) -> list[str]:

@@ -85,7 +85,7 @@ class SimCompute:
         w = self.world
         out = []
         with w.lock:
-            for host in w.hosts.values():
+            for host in w.compute_hosts():
                 svc = host.service
                 updated = w.service_updated_at(host)
                 out.append(
@@ -124,7 +124,7 @@ class SimCompute:
                     aggregates.setdefault(name, set()).add(agg.name)
             host_aggregates = {h: frozenset(n) for h, n in aggregates.items()}
             destinations = []
-            for other in w.hosts.values():
+            for other in w.compute_hosts():
                 if other.name == host:
                     continue
                 free = capacity.free(other, w.usage[other.name])

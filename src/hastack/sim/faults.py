@@ -7,7 +7,9 @@ power      power loss: heartbeats stop, every VM on the host dies, the BMC repor
 hang       kernel hang: no heartbeats, VMs frozen but not dead, power still On, BMC answers
 isolate    network isolation: no heartbeats reach the cloud, VMs keep running (split brain)
 compute-crash  nova-compute dies: no heartbeats, VMs keep running
-agent-dead every Neutron agent on the host dies: no agent heartbeats, the host stays up
+agent-dead one Neutron agent on the host dies (``agent``: l3 by default, dhcp, ovs, metadata);
+           the host and its other agents stay up
+agents-down every Neutron agent on the host dies: no agent heartbeats, the host stays up
 bmc-dead   the BMC does not answer at all
 bmc-hang   the BMC accepts connections and never answers
 bmc-busy   the BMC answers "node busy" (IPMI 0xC0, Redfish 503)
@@ -27,7 +29,7 @@ from hastack.sim.bmc.backend import BmcCondition
 from hastack.sim.errors import BadRequest
 from hastack.sim.world import World
 
-HOST_MODES = ("power", "hang", "isolate", "compute-crash", "agent-dead")
+HOST_MODES = ("power", "hang", "isolate", "compute-crash", "agent-dead", "agents-down")
 BMC_MODES = {
     "bmc-dead": BmcCondition.DEAD,
     "bmc-hang": BmcCondition.HUNG,
@@ -37,8 +39,9 @@ BMC_MODES = {
 MODES = (*HOST_MODES, *BMC_MODES)
 
 
-def fail(world: World, host_name: str, mode: str) -> None:
-    """Inject ``mode`` on ``host_name``.  Raises NotFound / BadRequest for bad input."""
+def fail(world: World, host_name: str, mode: str, *, agent: str | None = None) -> None:
+    """Inject ``mode`` on ``host_name`` (``agent``: which agent ``agent-dead`` kills).
+    Raises NotFound / BadRequest for bad input."""
     with world.lock:
         host = world.host(host_name)
         if mode == "power":
@@ -51,6 +54,8 @@ def fail(world: World, host_name: str, mode: str) -> None:
         elif mode == "compute-crash":
             world.set_physical(host, compute_running=False)
         elif mode == "agent-dead":
+            world.neutron.kill_agent(host_name, agent or "l3")
+        elif mode == "agents-down":
             world.neutron.kill_agents(host_name)
         elif mode in BMC_MODES:
             host.bmc_condition = BMC_MODES[mode]
@@ -69,7 +74,7 @@ def recover(world: World, host_name: str) -> None:
         world.neutron.start_agents(host_name)  # a powered-off host starts them when it boots
         if not host.power_on:
             world.power_on(host)  # boots, then starts nova-compute
-        elif not host.compute_running:
+        elif host.compute and not host.compute_running:
             world.start_compute(host)
         world.emit("recover", host=host_name)
 

@@ -103,6 +103,9 @@ class Host:
     bmc_password: str = "password"
     ipmi_port: int = 0
     probe_port: int = 0  # the TCP port that answers while the host's OS is reachable
+    # False for a network node: no nova-compute at all, so no service, hypervisor or resource
+    # provider, and the scheduler never sees it; power, faults, BMC and probe act as for any host.
+    compute: bool = True
 
     @property
     def heartbeating(self) -> bool:

@@ -143,6 +143,7 @@ class RunningSim:
         with IPMI as fence level 1 and Redfish as level 2 (when the BMCs are on the wire) and
         its TCP probe port (when the probe ports are on)."""
         hosts: dict[str, Any] = {}
+        # Network nodes too: hastack fences a failed network node before moving its routers.
         for host in sorted(self.world.hosts.values(), key=lambda h: h.name):
             levels: list[dict[str, Any]] = []
             if self.farm is not None:
@@ -191,6 +192,9 @@ class RunningSim:
                     "recovery": {"protect": "all", "shared_storage": True},
                 }
             ],
+            # A heartbeat older than 2.5 report intervals is down (Neutron's own default
+            # agent_down_time is 2.5 x report_interval as well).
+            "network": {"stale_after": 2.5 * self.world.neutron.config.report_interval},
             "hosts": hosts,
         }
 

@@ -18,7 +18,7 @@ import functools
 import random
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 from hastack.clock import Clock
@@ -147,6 +147,7 @@ class World:
         host_ip: str = "",
         bmc_username: str = "admin",
         bmc_password: str = "password",
+        compute: bool = True,
     ) -> Host:
         now = self.clock.now()
         service = Service(
@@ -171,6 +172,8 @@ class World:
             booted_at=now,
             bmc_username=bmc_username,
             bmc_password=bmc_password,
+            compute=compute,
+            compute_running=compute,
         )
         self.hosts[name] = host
         self.by_host[name] = {}
@@ -194,6 +197,10 @@ class World:
             return self.hosts[name]
         except KeyError:
             raise NotFound(f"Compute host {name} could not be found.") from None
+
+    def compute_hosts(self) -> Iterator[Host]:
+        """The hosts running nova-compute (every host but the network nodes)."""
+        return (h for h in self.hosts.values() if h.compute)
 
     def instance(self, server_id: str) -> Instance:
         inst = self.instances.get(server_id)
@@ -282,7 +289,7 @@ class World:
         return svc
 
     def service_by_id(self, service_id: str) -> Host:
-        for host in self.hosts.values():
+        for host in self.compute_hosts():
             if host.service.id == service_id or str(host.service.legacy_id) == service_id:
                 return host
         raise NotFound(f"Service {service_id} could not be found.")
@@ -403,7 +410,7 @@ class World:
         best: Host | None = None
         best_free = -1
         for host in hosts if hosts is not None else self.hosts.values():
-            if host.name == inst.host or host.service.status != "enabled":
+            if not host.compute or host.name == inst.host or host.service.status != "enabled":
                 continue
             if inst.requested_az and host.az != inst.requested_az:
                 continue
@@ -467,7 +474,7 @@ class World:
     def start_compute(self, host: Host) -> None:
         """nova-compute starts: destroy guests evacuated away (migrations -> completed), mark
         guests that died with the host SHUTOFF, then report heartbeats again."""
-        if not host.power_on or host.compute_running:
+        if not host.power_on or host.compute_running or not host.compute:
             return
         for mig in self.migrations.values():
             if mig.source_compute != host.name or mig.migration_type != "evacuation":

@@ -25,6 +25,8 @@ class ControlFace(ApiFace):
         self.route("/hosts/<host>", self.host)
         self.route("/hosts/<host>/fail", self.fail, ("POST",))
         self.route("/hosts/<host>/recover", self.recover, ("POST",))
+        self.route("/routers/<router_id>/vrrp", self.vrrp, ("POST",))
+        self.route("/routers/<router_id>/vrrp", self.show_vrrp)
         self.route("/api-faults", self.list_api_faults)
         self.route("/api-faults", self.add_api_fault, ("POST",))
         self.route("/api-faults", self.clear_api_faults, ("DELETE",))
@@ -47,6 +49,7 @@ class ControlFace(ApiFace):
             "power": "on" if h.power_on else "off",
             "hung": h.hung,
             "isolated": h.isolated,
+            "compute": h.compute,
             "compute_running": h.compute_running,
             "heartbeating": h.heartbeating,
             "service_up": self.world.service_is_up(h),
@@ -68,13 +71,38 @@ class ControlFace(ApiFace):
         mode = body.get("mode", "power")
         if not isinstance(mode, str):
             raise BadRequest("mode must be a string")
-        # "agents-down" is the Neutron oracle's name for the same fault (tests/contract).
-        faults.fail(self.world, host, "agent-dead" if mode == "agents-down" else mode)
+        agent = body.get("agent")
+        if agent is not None and not isinstance(agent, str):
+            raise BadRequest("agent must be a string")
+        faults.fail(self.world, host, mode, agent=agent)
         return {"host": host, "mode": mode}
 
     def recover(self, req: ApiRequest, host: str) -> Any:
         faults.recover(self.world, host)
         return {"host": host}
+
+    def _vrrp_doc(self, router_id: str) -> dict[str, Any]:
+        st = self.world.neutron
+        masters = st.vrrp_masters(router_id)
+        return {
+            "router": router_id,
+            "forced": st.vrrp_forced.get(router_id),
+            "masters": sorted(st.agents[a].host for a in masters),
+            "forwarding": sorted(st.forwarding(router_id)),
+        }
+
+    def vrrp(self, req: ApiRequest, router_id: str) -> Any:
+        """Force an HA router's VRRP: ``{"state": "none" | "split" | "clear"}``."""
+        state = req.body_dict().get("state")
+        if not isinstance(state, str):
+            raise BadRequest("state must be a string")
+        with self.world.lock:
+            self.world.neutron.vrrp_fault(router_id, state)
+            return self._vrrp_doc(router_id)
+
+    def show_vrrp(self, req: ApiRequest, router_id: str) -> Any:
+        with self.world.lock:
+            return self._vrrp_doc(router_id)
 
     def list_api_faults(self, req: ApiRequest) -> Any:
         return {"api_faults": [vars(f) for f in self.cloud.api_faults.list()]}

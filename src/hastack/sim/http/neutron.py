@@ -16,6 +16,7 @@ from typing import Any
 from werkzeug.wrappers import Response
 
 from hastack.sim import neutron as n
+from hastack.sim import neutron_routers as routers
 from hastack.sim.errors import CloudError
 from hastack.sim.http.base import ApiFace, ApiRequest, Reply, iso, paginate
 
@@ -59,6 +60,13 @@ class NeutronFace(ApiFace):
         add("/v2.0/networks", self.create_network, ("POST",))
         add("/v2.0/subnets", self.create_subnet, ("POST",))
         add("/v2.0/routers", self.create_router, ("POST",))
+        add("/v2.0/routers/<router_id>", self.update_router, ("PUT",))
+        add("/v2.0/routers/<router_id>", self.delete_router, ("DELETE",))
+        add("/v2.0/routers/<router_id>/add_router_interface", self.add_interface, ("PUT",))
+        add("/v2.0/routers/<router_id>/remove_router_interface", self.remove_interface, ("PUT",))
+        add("/v2.0/floatingips", self.create_fip, ("POST",))
+        add("/v2.0/floatingips/<fip_id>", self.update_fip, ("PUT",))
+        add("/v2.0/floatingips/<fip_id>", self.delete_fip, ("DELETE",))
 
     # ------------------------------------------------------------------ framework
 
@@ -93,12 +101,12 @@ class NeutronFace(ApiFace):
 
     def listing(self, req: ApiRequest, key: str, docs: Iterable[dict[str, Any]]) -> Any:
         """Filter by any field named in the query, then page with limit/marker."""
-        wanted = {k: req.args.getlist(k) for k in req.args if k not in _PAGING}
+        wanted = {k: {_text(v) for v in req.args.getlist(k)} for k in req.args if k not in _PAGING}
         out = [
             d
             for d in docs
             if self.visible(req, d)
-            and all(k not in d or _text(d[k]) in {_text(v) for v in vs} for k, vs in wanted.items())
+            and all(k not in d or _text(d[k]) in vs for k, vs in wanted.items())
         ]
         page, more = paginate(out, req, key=lambda d: str(d["id"]))
         body: dict[str, Any] = {key: page}
@@ -219,7 +227,7 @@ class NeutronFace(ApiFace):
             "project_id": router.project_id,
             "tenant_id": router.project_id,
             "status": router.status,
-            "admin_state_up": True,
+            "admin_state_up": router.admin_state_up,
             "external_gateway_info": gateway,
             "availability_zones": ["nova"],
             "created_at": iso(router.created_at),
@@ -256,10 +264,22 @@ class NeutronFace(ApiFace):
         }
         return tables[collection]
 
+    def _candidates(self, req: ApiRequest, collection: str) -> list[Any]:
+        """The rows a listing must look at: the indexed ones when the query names ``device_id``
+        (ports) or ``router_id`` (floating IPs), every row otherwise."""
+        st = self.state
+        if collection == "ports" and "device_id" in req.args:
+            ids = dict.fromkeys(req.args.getlist("device_id"))
+            return [p for d in ids for p in st.device_ports(d)]
+        if collection == "floatingips" and "router_id" in req.args:
+            ids = dict.fromkeys(req.args.getlist("router_id"))
+            return [f for r in ids for f in st.router_fips(r)]
+        return list(self._table(collection).values())
+
     def _lister(self, collection: str, view: Callable[[ApiRequest, Any], dict[str, Any]]) -> Any:
         def handler(req: ApiRequest) -> Any:
             with self.world.lock:
-                items = list(self._table(collection).values())
+                items = self._candidates(req, collection)
                 return self.listing(req, collection, (view(req, i) for i in items))
 
         return handler
@@ -324,13 +344,114 @@ class NeutronFace(ApiFace):
         if not isinstance(gateway, dict):
             raise n.NeutronError(400, "HTTPBadRequest", "Invalid input for external_gateway_info")
         ext = gateway.get("network_id")
+        ha, distributed = body.get("ha"), body.get("distributed")
+        for key, value in (("ha", ha), ("distributed", distributed)):
+            if value is not None:
+                self.require_admin(req, f"create_router:{key}")
+                if not isinstance(value, bool):
+                    msg = (
+                        f"Invalid input for {key}. Reason: '{value}' is not a valid boolean value."
+                    )
+                    raise n.NeutronError(400, "HTTPBadRequest", msg)
         with self.world.lock:
-            router = self.state.create_router(
+            router = routers.create_router(
+                self.state,
                 str(body.get("name", "")),
                 self._project(req, body),
                 None if ext is None else str(ext),
+                ha=bool(ha),
+                distributed=bool(distributed),
             )
             return Reply({"router": self.router_view(req, router)}, 201)
+
+    def _own_router(self, req: ApiRequest, router_id: str) -> n.Router:
+        router = self.state.router(router_id)
+        if not self.visible(req, {"project_id": router.project_id}):
+            raise n.NeutronError(404, "RouterNotFound", f"Router {router_id} could not be found")
+        return router
+
+    def update_router(self, req: ApiRequest, router_id: str) -> Any:
+        body = req.body_dict("router")
+        up = body.get("admin_state_up")
+        if up is not None and not isinstance(up, bool):
+            msg = f"Invalid input for admin_state_up. Reason: '{up}' is not a valid boolean value."
+            raise n.NeutronError(400, "HTTPBadRequest", msg)
+        gateway = body.get("external_gateway_info", ...)
+        if gateway is not ... and gateway is not None and not isinstance(gateway, dict):
+            raise n.NeutronError(400, "HTTPBadRequest", "Invalid input for external_gateway_info")
+        with self.world.lock:
+            self._own_router(req, router_id)
+            router = routers.update_router(
+                self.state,
+                router_id,
+                name=None if body.get("name") is None else str(body["name"]),
+                admin_state_up=up,
+                gateway=gateway if isinstance(gateway, dict) and gateway else None,
+                clear_gateway=gateway is None or gateway == {},
+            )
+            return {"router": self.router_view(req, router)}
+
+    def delete_router(self, req: ApiRequest, router_id: str) -> Any:
+        with self.world.lock:
+            self._own_router(req, router_id)
+            routers.delete_router(self.state, router_id)
+        return Reply(None, 204)
+
+    def _interface_args(self, req: ApiRequest) -> dict[str, str | None]:
+        body = req.body_dict()
+        subnet, port = body.get("subnet_id"), body.get("port_id")
+        return {
+            "subnet_id": None if subnet is None else str(subnet),
+            "port_id": None if port is None else str(port),
+        }
+
+    def add_interface(self, req: ApiRequest, router_id: str) -> Any:
+        args = self._interface_args(req)
+        with self.world.lock:
+            self._own_router(req, router_id)
+            return routers.add_interface(self.state, router_id, **args)
+
+    def remove_interface(self, req: ApiRequest, router_id: str) -> Any:
+        args = self._interface_args(req)
+        with self.world.lock:
+            self._own_router(req, router_id)
+            return routers.remove_interface(self.state, router_id, **args)
+
+    def _own_fip(self, req: ApiRequest, fip_id: str) -> n.FloatingIP:
+        fip = self.state.floating_ip(fip_id)
+        if not self.visible(req, {"project_id": fip.project_id}):
+            raise n.NeutronError(
+                404, "FloatingIPNotFound", f"Floating IP {fip_id} could not be found"
+            )
+        return fip
+
+    def create_fip(self, req: ApiRequest) -> Any:
+        body = req.body_dict("floatingip")
+        port = body.get("port_id")
+        with self.world.lock:
+            fip = routers.create_floating_ip(
+                self.state,
+                str(body.get("floating_network_id")),
+                self._project(req, body),
+                None if port is None else str(port),
+            )
+            return Reply({"floatingip": self.fip_view(req, fip)}, 201)
+
+    def update_fip(self, req: ApiRequest, fip_id: str) -> Any:
+        body = req.body_dict("floatingip")
+        if "port_id" not in body:
+            raise n.NeutronError(400, "HTTPBadRequest", "Invalid input: port_id is required")
+        port = body.get("port_id")
+        with self.world.lock:
+            self._own_fip(req, fip_id)
+            fip = routers.associate(self.state, fip_id, None if port is None else str(port))
+            return {"floatingip": self.fip_view(req, fip)}
+
+    def delete_fip(self, req: ApiRequest, fip_id: str) -> Any:
+        with self.world.lock:
+            self._own_fip(req, fip_id)
+            routers.delete_floating_ip(self.state, fip_id)
+        return Reply(None, 204)
 
     # ------------------------------------------------------------------ agents
 

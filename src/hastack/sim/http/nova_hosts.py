@@ -60,9 +60,9 @@ class HostResources:
         host = req.args.get("host")
         binary = req.args.get("binary")
         with self.world.lock:
-            hosts = [self.world.hosts[host]] if host in self.world.hosts else []
+            hosts = [h for h in (self.world.hosts.get(host or ""),) if h and h.compute]
             if host is None:
-                hosts = sorted(self.world.hosts.values(), key=lambda h: h.service.legacy_id)
+                hosts = sorted(self.world.compute_hosts(), key=lambda h: h.service.legacy_id)
             if binary not in (None, "nova-compute"):
                 hosts = []
             docs = [
@@ -154,7 +154,8 @@ class HostResources:
         if action == "force-down" and not req.at_least("2.11"):
             raise NotFound("Unknown action")
         with self.world.lock:
-            if binary != "nova-compute" or name not in self.world.hosts:
+            found = self.world.hosts.get(name) if isinstance(name, str) else None
+            if binary != "nova-compute" or found is None or not found.compute:
                 raise NotFound(f"Host '{name}' is not mapped to any cell")
             doc: dict[str, Any] = {"host": name, "binary": binary}
             if action == "force-down":
@@ -162,15 +163,15 @@ class HostResources:
                 if not isinstance(forced, bool):
                     raise BadRequest("Invalid input for field/attribute forced_down.")
                 if not forced:
-                    self._check_for_evacuations(self.world.hosts[name])
-                self.world.update_service(name, forced_down=forced)
+                    self._check_for_evacuations(found)
+                self.world.update_service(found.name, forced_down=forced)
                 doc["forced_down"] = forced
                 return {"service": doc}
             status = "enabled" if action == "enable" else "disabled"
             reason = body.get("disabled_reason") if action == "disable-log-reason" else None
             if action == "disable-log-reason" and not reason:
                 raise BadRequest("Missing disabled reason field")
-            self.world.update_service(name, status=status, disabled_reason=reason)
+            self.world.update_service(found.name, status=status, disabled_reason=reason)
             doc["status"] = status
             if reason:
                 doc["disabled_reason"] = reason
@@ -230,7 +231,7 @@ class HostResources:
         self.face.require_admin(req, "os_compute_api:os-hypervisors:list")
         pattern = req.args.get("hypervisor_hostname_pattern")
         with self.world.lock:
-            hosts = sorted(self.world.hosts.values(), key=lambda h: h.hypervisor_legacy_id)
+            hosts = sorted(self.world.compute_hosts(), key=lambda h: h.hypervisor_legacy_id)
             if pattern:
                 hosts = [h for h in hosts if pattern in h.name]
                 if not hosts:
@@ -260,7 +261,7 @@ class HostResources:
 
     def list_hypervisors_detail(self, req: ApiRequest) -> Any:
         if req.at_least("2.88"):
-            self._uptime_rpc(list(self.world.hosts.values()))
+            self._uptime_rpc(list(self.world.compute_hosts()))
         return self._hypervisors(req, detail=True)
 
     def _uptime_rpc(self, hosts: list[Host]) -> None:
@@ -284,7 +285,7 @@ class HostResources:
         with self.world.lock:
             found = [
                 h
-                for h in self.world.hosts.values()
+                for h in self.world.compute_hosts()
                 if hyp_id in (h.hypervisor_id, str(h.hypervisor_legacy_id))
             ]
         if found and req.at_least("2.88"):
@@ -298,7 +299,7 @@ class HostResources:
 
     def list_azs(self, req: ApiRequest) -> Any:
         with self.world.lock:
-            zones = sorted({h.az for h in self.world.hosts.values()})
+            zones = sorted({h.az for h in self.world.compute_hosts()})
             return {
                 "availabilityZoneInfo": [
                     {"zoneName": z, "zoneState": {"available": True}, "hosts": None} for z in zones
@@ -309,7 +310,7 @@ class HostResources:
         self.face.require_admin(req, "os_compute_api:os-availability-zone:detail")
         with self.world.lock:
             zones: dict[str, dict[str, Any]] = {}
-            for host in sorted(self.world.hosts.values(), key=lambda h: h.name):
+            for host in sorted(self.world.compute_hosts(), key=lambda h: h.name):
                 svc = host.service
                 zones.setdefault(host.az, {})[host.name] = {
                     "nova-compute": {

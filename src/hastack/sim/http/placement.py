@@ -131,7 +131,7 @@ class PlacementFace(ApiFace):
     def _host(self, rp_uuid: str) -> Host:
         host = self.world.hosts.get(self._by_uuid.get(rp_uuid, ""))
         if host is None or host.hypervisor_id != rp_uuid:
-            self._by_uuid = {h.hypervisor_id: h.name for h in self.world.hosts.values()}
+            self._by_uuid = {h.hypervisor_id: h.name for h in self.world.compute_hosts()}
             host = self.world.hosts.get(self._by_uuid.get(rp_uuid, ""))
         if host is None:
             raise NotFound(f"No resource provider with uuid {rp_uuid} found")
@@ -172,7 +172,7 @@ class PlacementFace(ApiFace):
         args = req.args
         want = _parse_resources(args["resources"]) if "resources" in args else None
         with self.world.lock:
-            hosts: Iterable[Host] = self.world.hosts.values()
+            hosts: Iterable[Host] = self.world.compute_hosts()
             for key in ("uuid", "in_tree"):  # every provider here is the root of its own tree
                 if key in args:
                     hosts = [h for h in hosts if h.hypervisor_id == args[key]]
@@ -347,7 +347,7 @@ class PlacementFace(ApiFace):
         requests: list[dict[str, Any]] = []
         summaries: dict[str, Any] = {}
         with self.world.lock:
-            hosts: Iterable[Host] = self.world.hosts.values()
+            hosts: Iterable[Host] = self.world.compute_hosts()
             if "in_tree" in args:
                 hosts = [h for h in hosts if h.hypervisor_id == args["in_tree"]]
             for host in self._filter(req, hosts, want):
