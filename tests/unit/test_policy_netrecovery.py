@@ -306,3 +306,17 @@ def test_no_legacy_move_without_proof_of_the_source(
     for run in runs:
         assert run.args["mode"] == "legacy"
         assert proven and run.args["proof"]
+
+
+def test_a_dead_agent_is_handled_once_per_death() -> None:
+    s, d, ops = open_plan(n=1)
+    (run,) = d.runs
+    op = nr.apply_outcome(nr.mark_running(ops[0], run, NOW), Outcome(run, True, ""), S, NOW)
+    host = op.step(run.step).params["target_host"]  # type: ignore[union-attr]
+    (done,) = decide(at(s, 2, health={"r0": healthy("r0", host)}), [op]).writes
+    assert done.state == OpState.DONE
+    later = decide(at(s, 5), [done])
+    assert later.writes == ()  # still dead, already handled: no second operation
+    again = dataclasses.replace(DEAD, heartbeat_at=NOW + 6)  # it came back and died again
+    reborn = at(dataclasses.replace(s, agents={a.id: a for a in [again, *LIVE]}), 40)
+    assert len(decide(reborn, [done]).writes) == 1

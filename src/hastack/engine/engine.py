@@ -408,7 +408,7 @@ class Engine:
             cleanup_pending=cleanup,
             domains=domains,
             network_nodes=frozenset(nodes),
-            agents_back=frozenset(back),
+            node_heartbeats=back,
         )
 
     def _observe_agents(
@@ -417,11 +417,12 @@ class Engine:
         services: Mapping[str, ComputeService],
         readings: dict[str, list[Reading]],
         nova_ok: bool,
-    ) -> tuple[set[str], set[str]]:
+    ) -> tuple[set[str], dict[str, float]]:
         """Neutron's agents: the network nodes (agent hosts without nova-compute), their
-        NEUTRON readings (lost when every agent on the node is down), and those back up."""
+        NEUTRON readings (lost when every agent on the node is down), and the newest heartbeat
+        of each node's agents that are up (a fenced node rejoins on one newer than its fence)."""
         if self.network is None:
-            return set(), set()
+            return set(), {}
         fresh = False
         if self._due(Signal.NEUTRON, self.settings.profile.nova_interval, now) or not self._agents:
             try:
@@ -431,16 +432,17 @@ class Engine:
                 log.warning("Neutron agents unreadable: %s", exc)
                 self._agents_ok = False
         if not nova_ok:
-            return set(), set()  # without Nova's list no host can be told apart as a node
+            return set(), {}  # without Nova's list no host can be told apart as a node
         by_host: dict[str, list[AgentInfo]] = {}
         for agent in self._agents.values():
             if agent.host not in services:
                 by_host.setdefault(agent.host, []).append(agent)
-        back = set()
+        back: dict[str, float] = {}
         for host, agents in by_host.items():
             down = [a for a in agents if netrecovery.is_down(a, now, self.net_settings)]
-            if len(down) < len(agents):
-                back.add(host)
+            beats = [a.heartbeat_at for a in agents if a not in down and a.heartbeat_at]
+            if beats:
+                back[host] = max(beats)
             if not fresh or not self._agents_ok:
                 continue
             if down and len(down) == len(agents):

@@ -220,22 +220,13 @@ def decide_network(
     writes: dict[str, Operation] = {}
     runs: list[Run] = []
     mine = [op for op in ops if op.kind in KINDS and op.state == OpState.OPEN]
-    open_agents = {op.subject for op in mine if op.kind == RECOVER_AGENT}
     watched = [a for a in snap.agents.values() if a.kind in (AgentKind.L3, AgentKind.DHCP)]
     down = {a.id for a in watched if is_down(a, now, settings)}
-
     halted = _halt(snap, watched, down, settings)
     if snap.agents_ok and halted is None:
-        for agent in sorted(watched, key=lambda a: a.id):
-            if agent.id in open_agents:
-                continue
-            why = dead_reason(agent, snap, settings)
-            if why is None:
-                continue
-            op = _new_op(agent, why, now)
+        for op in _open_for_dead(snap, ops, watched, settings, events):
             writes[op.id] = op
             mine.append(op)
-            events.append(Event(agent.host, f"{agent.kind} agent {agent.id} dead: {why}"))
     taken = False
     if snap.rebalance is not None and halted is None and snap.routers is not None:
         if not any(op.kind == REBALANCE for op in mine):
@@ -269,6 +260,31 @@ def decide_network(
     return NetDecision(
         tuple(writes.values()), tuple(runs), tuple(events), verdict, anomalies, taken
     )
+
+
+def _open_for_dead(
+    snap: NetSnapshot,
+    ops: Sequence[Operation],
+    watched: Sequence[AgentInfo],
+    settings: NetSettings,
+    events: list[Event],
+) -> list[Operation]:
+    """A ``recover-agent`` operation for every dead agent not handled yet: an agent is handled
+    once per death, by an operation opened after its last heartbeat."""
+    handled: dict[str, float] = {}
+    for op in ops:
+        if op.kind == RECOVER_AGENT:
+            handled[op.subject] = max(handled.get(op.subject, op.created), op.created)
+    out = []
+    for agent in sorted(watched, key=lambda a: a.id):
+        if handled.get(agent.id, -1.0) >= (agent.heartbeat_at or 0.0):
+            continue
+        why = dead_reason(agent, snap, settings)
+        if why is None:
+            continue
+        out.append(_new_op(agent, why, snap.now))
+        events.append(Event(agent.host, f"{agent.kind} agent {agent.id} dead: {why}"))
+    return out
 
 
 def _halt(

@@ -99,7 +99,9 @@ class Snapshot:
     cleanup_pending: Mapping[str, int] = dataclasses.field(default_factory=dict)
     domains: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
     network_nodes: frozenset[str] = frozenset()  # hosts with Neutron agents, no nova-compute
-    agents_back: frozenset[str] = frozenset()  # network nodes whose agents heartbeat again
+    node_heartbeats: Mapping[str, float] = dataclasses.field(
+        default_factory=dict
+    )  # network node -> the newest heartbeat of its Neutron agents that are up
 
 
 @dataclasses.dataclass(frozen=True)
@@ -814,7 +816,9 @@ def _advance_rejoin(  # noqa: PLR0917
     if (w.op.id, REJOIN) in running:
         return
     if rejoin.params.get("network_node"):
-        if host in snapshot.agents_back:
+        fence = w.op.step(FENCE)
+        beat = snapshot.node_heartbeats.get(host)
+        if fence is not None and beat is not None and beat > fence.updated:
             w.set(REJOIN, state=StepState.DONE, result="its Neutron agents heartbeat again")
             w.log("rejoined: its Neutron agents heartbeat again")
         elif rejoin.result != NODE_AWAY:

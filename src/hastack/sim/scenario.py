@@ -7,7 +7,12 @@ the clock tick by tick, applying scheduled faults, and checks the safety invaria
 tick (a violation raises :class:`InvariantViolated` with the history so far):
 
 1. no instance runs on two hosts (the world's physical truth, isolated hosts included);
-2. no evacuation from a host the journal holds no fence proof for.
+2. no evacuation from a host the journal holds no fence proof for;
+3. no legacy router (or DVR SNAT) forwards on two hosts (the simulator's forwarding truth:
+   namespaces outlive dead agents and isolated nodes keep forwarding).
+
+With network nodes in the cloud spec, the engine also runs network HA over the in-process
+Neutron (:class:`~hastack.sim.network_driver.SimNetwork`).
 
 Deterministic: the same seed and faults give the same history.
 """
@@ -28,7 +33,7 @@ from hastack.drivers.store.sqlite import SqliteStore
 from hastack.engine.devices import FenceTopology
 from hastack.engine.engine import Engine, EngineOptions, TickReport
 from hastack.engine.journal import OpState
-from hastack.policy import recovery
+from hastack.policy import netrecovery, recovery
 from hastack.policy.detection import PROFILES, DetectionProfile, probe_reading
 from hastack.policy.guards import GuardPolicy
 from hastack.ports.fencing import FenceDevice
@@ -37,6 +42,7 @@ from hastack.sim import faults
 from hastack.sim.build import CloudSpec, build_world
 from hastack.sim.drivers import SimCompute
 from hastack.sim.fence import SimBmc
+from hastack.sim.network_driver import SimNetwork
 from hastack.sim.world import SimConfig, World
 
 
@@ -93,6 +99,7 @@ class ScenarioSpec:
     max_parallel: int = 20
     retries: int = 2
     rejoin_auto: bool = True
+    network: netrecovery.NetSettings | None = None  # None: defaults, stale_after from timing
 
 
 class Scenario:
@@ -103,6 +110,10 @@ class Scenario:
         build_world(self.world, spec.cloud)
         self.api_faults: list[str] = []
         self.compute = SimCompute(self.world, faults=self._api_fault)
+        self.network = SimNetwork(self.world) if self.world.neutron.agents else None
+        self.net_settings = spec.network or netrecovery.NetSettings(
+            stale_after=2.5 * spec.timing.neutron.report_interval
+        )
         profile = PROFILES[spec.profile]
         hosts = sorted(self.world.hosts)
         topology_map: dict[str, list[list[FenceDevice]]] = {}
@@ -152,6 +163,8 @@ class Scenario:
             self.clock,
             options,
             hosts=self.world.hosts,
+            network=self.network,
+            net_settings=self.net_settings,
         )
 
     def _api_fault(self, operation: str) -> None:
@@ -230,6 +243,15 @@ class Scenario:
             }
         if doubles:
             self._violate(f"instances running on two hosts: {doubles}")
+        with self.world.lock:
+            state = self.world.neutron
+            doubled = {
+                r.id: sorted(state.forwarding(r.id))
+                for r in state.routers.values()
+                if not r.ha and len(state.forwarding(r.id)) > 1
+            }
+        if doubled:
+            self._violate(f"routers forwarding on two hosts: {doubled}")
         if self.unproven:
             self._violate("; ".join(self.unproven))
 
