@@ -18,8 +18,10 @@ front of Neutron (instead of keystonemiddleware.auth_token), and the agents: for
 N network nodes (``network01``..) an L3 agent (legacy), a DHCP agent, an Open vSwitch
 agent and a Metadata agent exist only as heartbeats -- each host's thread sends
 ``report_state`` for its four agents through ``neutron.agent.rpc.PluginReportStateAPI``
-every ``--report-interval`` seconds. Nothing consumes the casts to the agents' topics
-(they queue on the fake bus), so routers/DHCP are scheduled but never "implemented".
+every ``--report-interval`` seconds. The L3 and DHCP agents consume their RPC topics and accept
+everything; the L3 agent also syncs the routers it is given (binding their ports to its host)
+and reports their ports up or down as the host's Open vSwitch agent would, so a router's ports
+turn ACTIVE on the host it moved to. DHCP is scheduled but never "implemented".
 
 Adapted because everything shares one process: schema created from Neutron's models
 (the alembic migrations do not run on sqlite), sqlite writers BEGIN IMMEDIATE behind a
@@ -27,8 +29,9 @@ per-file lock, RPC and periodic workers started as threads in this process.
 
 Served over real HTTP on 127.0.0.1, one port: ``/identity``, ``/networking`` (Neutron,
 catalog type ``network``) and the control protocol:
-``GET /control/info``, ``POST /control/hosts/<host>/fail`` (stop that host's agent
-heartbeats = node death), ``POST /control/hosts/<host>/recover`` (resume them).
+``GET /control/info``, ``POST /control/hosts/<host>/fail`` (mode ``power`` / ``agents-down``:
+stop that host's agent heartbeats = node death; mode ``agent-dead`` with ``agent`` l3, dhcp, ovs
+or metadata: only that agent dies), ``POST /control/hosts/<host>/recover`` (resume them all).
 
 CLI: ``neutron_server.py --hosts N --workdir DIR [--port P] [--agent-down-time S]
 [--auto-failover on|off]``. When ready it writes ``DIR/clouds.yaml`` (cloud ``oracle``)
@@ -116,6 +119,11 @@ def agent_states(host, index):
     ]
 
 
+# agent-dead's "agent" names, by agent type and by RPC topic (neutron_lib constants / topics)
+AGENT_KINDS = {"L3 agent": "l3", "DHCP agent": "dhcp", "Open vSwitch agent": "ovs",
+               "Metadata agent": "metadata", "l3_agent": "l3", "dhcp_agent": "dhcp"}
+
+
 class _AcceptAll:
     """RPC endpoint of a fake L3/DHCP agent: every method (router_added_to_agent,
     network_create_end, ...) succeeds and returns None. Neutron *calls* some of these
@@ -133,6 +141,67 @@ class _AcceptAll:
         return lambda context, **kwargs: None
 
 
+class _L3Agent(_AcceptAll):
+    """RPC endpoint of a fake L3 agent that does what makes a router's data path visible in
+    the API: on ``router_added_to_agent`` / ``routers_updated`` it syncs the routers like the
+    real agent (``sync_routers``, which binds their ports to this host) and, standing in for
+    the host's Open vSwitch agent, reports their ports up (``update_device_up``: ACTIVE); on
+    ``router_removed_from_agent`` it reports them down.  Work runs on a thread of its own:
+    these are casts, and the RPC consumer must not wait on calls back into the server."""
+
+    def __init__(self, fake_host):
+        super().__init__()
+        self.fake_host = fake_host
+        self.ports = {}  # router id -> its port ids, as last synced here
+
+    def router_added_to_agent(self, context, payload=None, **kwargs):
+        self._later(self._sync, list(payload or []))
+
+    def routers_updated(self, context, routers=None, **kwargs):
+        self._later(self._sync, list(routers or []))
+
+    def router_removed_from_agent(self, context, payload=None, **kwargs):
+        router_id = (payload or {}).get("router_id")
+        self._later(self._down, self.ports.pop(router_id, []))
+
+    def _later(self, fn, arg):
+        threading.Thread(target=self._guarded, args=(fn, arg), daemon=True).start()
+
+    def _guarded(self, fn, arg):
+        try:
+            if self.fake_host.alive.is_set():
+                fn(arg)
+        except Exception:
+            LOG.exception("fake L3 agent of %s: %s failed", self.fake_host.host, fn.__name__)
+
+    def _apis(self):
+        from neutron.agent import rpc as agent_rpc
+        from neutron.agent.l3.agent import L3PluginApi
+        from neutron_lib.agent import topics
+        from neutron_lib import context as n_context
+
+        ctxt = n_context.get_admin_context_without_session()
+        return ctxt, L3PluginApi(topics.L3PLUGIN, self.fake_host.host), agent_rpc.PluginApi(
+            topics.PLUGIN)
+
+    def _sync(self, router_ids):
+        if not router_ids:
+            return
+        ctxt, l3, plugin = self._apis()
+        host = self.fake_host.host
+        for router in l3.get_routers(ctxt, router_ids=router_ids):
+            ports = [p for p in [router.get("gw_port"), *router.get("_interfaces", [])] if p]
+            self.ports[router["id"]] = [p["id"] for p in ports]
+            for port in ports:
+                plugin.update_device_up(ctxt, port["id"], f"ovs-{host}", host)
+
+    def _down(self, port_ids):
+        ctxt, _, plugin = self._apis()
+        host = self.fake_host.host
+        for port_id in port_ids:
+            plugin.update_device_down(ctxt, port_id, f"ovs-{host}", host)
+
+
 class FakeHost:
     """One network node: its four agents' heartbeat loop (a thread) and the RPC consumers
     of its L3 and DHCP agents."""
@@ -142,6 +211,7 @@ class FakeHost:
         self.states = agent_states(host, index)
         self.interval = interval
         self.alive = threading.Event()
+        self.dead = set()  # agent kinds killed by agent-dead ("l3", "dhcp", "ovs", "metadata")
         self.first = True
         self.last_error = None
         self.beats = 0
@@ -153,9 +223,12 @@ class FakeHost:
         from neutron_lib.agent import topics
 
         self.servers = []
-        for topic in (topics.L3_AGENT, topics.DHCP_AGENT):
+        for topic, endpoint in ((topics.L3_AGENT, _L3Agent(self)),
+                                (topics.DHCP_AGENT, _AcceptAll())):
+            if AGENT_KINDS[topic] in self.dead:
+                continue
             srv = n_rpc.get_server(oslo_messaging.Target(topic=topic, server=self.host),
-                                   [_AcceptAll()])
+                                   [endpoint])
             srv.start()
             self.servers.append(srv)
 
@@ -179,6 +252,8 @@ class FakeHost:
             api = self._api = agent_rpc.PluginReportStateAPI(topics.REPORTS)
         ctxt = n_context.get_admin_context_without_session()
         for state in self.states:
+            if AGENT_KINDS[state["agent_type"]] in self.dead:
+                continue
             state = dict(state)
             if self.first:
                 state["start_flag"] = True
@@ -202,9 +277,18 @@ class FakeHost:
         self.alive.clear()
         self.stop_consumers()  # RPC to a dead node's agents goes unanswered
 
+    def kill_agent(self, kind):
+        """agent-dead: one agent process dies; the host and its other agents stay up."""
+        self.stop_consumers()
+        self.dead.add(kind)
+        if self.alive.is_set():
+            self.start_consumers()
+
     def recover(self):
         # An agent restarted after a crash reports start_flag again.
         self.first = True
+        self.dead.clear()
+        self.stop_consumers()
         self.start_consumers()
         self.alive.set()
 
@@ -400,10 +484,20 @@ firewall_driver = openvswitch
         with self.control_lock:
             if verb == "fail":
                 mode = body.get("mode", "power")
-                if mode not in ("power", "agents-down"):
+                if mode not in ("power", "agents-down", "agent-dead"):
                     return _json_response(start_response, "400 Bad Request", {
                         "error": f"mode {mode!r} is not supported by the neutron oracle "
-                                 f"(supported: power, agents-down)"})
+                                 f"(supported: power, agents-down, agent-dead)"})
+                if mode == "agent-dead":
+                    agent = body.get("agent", "l3")
+                    if agent not in ("l3", "dhcp", "ovs", "metadata"):
+                        return _json_response(start_response, "400 Bad Request", {
+                            "error": f"unknown agent {agent!r}; choose from l3, dhcp, ovs, "
+                                     f"metadata"})
+                    self.fake_hosts[host].kill_agent(agent)
+                    self.failed[host] = f"{mode}:{agent}"
+                    return _json_response(start_response, "200 OK",
+                                          {"host": host, "mode": mode})
                 self.fake_hosts[host].fail()
                 self.failed[host] = mode
                 return _json_response(start_response, "200 OK", {"host": host, "mode": mode})

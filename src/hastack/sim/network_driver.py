@@ -102,7 +102,7 @@ class SimNetwork:
                     agents=tuple(st.l3_bindings.get(r.id, {})),
                     distributed=r.distributed,
                     ha=r.ha,
-                    ha_states=st.ha_states(r.id) if r.id in wanted else {},
+                    ha_states=st.ha_states(r.id) if r.ha and r.id in wanted else {},
                 )
                 for r in st.routers.values()
             ]

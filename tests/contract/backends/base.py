@@ -30,10 +30,9 @@ class Control:
         r.raise_for_status()
         return r.json()
 
-    def fail(self, host: str, mode: str = "power") -> requests.Response:
-        return requests.post(
-            f"{self.url}/control/hosts/{host}/fail", json={"mode": mode}, timeout=60
-        )
+    def fail(self, host: str, mode: str = "power", agent: str | None = None) -> requests.Response:
+        body = {"mode": mode} if agent is None else {"mode": mode, "agent": agent}
+        return requests.post(f"{self.url}/control/hosts/{host}/fail", json=body, timeout=60)
 
     def recover(self, host: str) -> requests.Response:
         return requests.post(f"{self.url}/control/hosts/{host}/recover", json={}, timeout=60)
@@ -53,8 +52,10 @@ class CloudUnderTest:
 class NetworkCloudUnderTest:
     """A cloud with a Neutron: the simulator's Neutron face or the real-Neutron oracle.
 
-    The control protocol is the one above; both backends accept the fail modes ``power`` and
-    ``agents-down`` (every Neutron agent on the host stops heartbeating, the host stays up).
+    The control protocol is the one above; both backends accept the fail modes ``power``,
+    ``agents-down`` (every Neutron agent on the host stops heartbeating, the host stays up) and
+    ``agent-dead`` with body ``{"mode": "agent-dead", "agent": "l3" | "dhcp" | "ovs" |
+    "metadata"}`` (that one agent dies, the host and its other agents stay up).
     """
 
     backend: str  # "sim_network" or "neutron_oracle"

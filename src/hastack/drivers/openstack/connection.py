@@ -61,12 +61,33 @@ def error_message(body: Any, fallback: str) -> str:
     return fallback
 
 
-class HttpRefusal(PermanentError):
-    """A 4xx answer; ``status`` lets callers treat one code (say a 404) as an answer."""
+def error_kind(body: Any) -> str:
+    """The error's type name when the body carries one (Neutron's
+    ``{"NeutronError": {"type": "RouterNotFound", ...}}``), else ""."""
+    if isinstance(body, dict):
+        for value in body.values():
+            if isinstance(value, dict) and isinstance(value.get("type"), str):
+                return str(value["type"])
+    return ""
 
-    def __init__(self, status: int, message: str) -> None:
+
+class HttpRefusal(PermanentError):
+    """A 4xx answer; ``status`` (and ``kind``, the service's error type when it names one) let
+    callers treat one refusal (say a 404) as an answer."""
+
+    def __init__(self, status: int, message: str, kind: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.kind = kind
+
+
+def open_proxy(conn: openstack.connection.Connection, name: str, service: str) -> Any:
+    """The sdk proxy ``conn.<name>`` (say ``network``).  Building one authenticates and reads
+    the catalog, so it can fail like any request: the failure comes out translated."""
+    try:
+        return getattr(conn, name)
+    except (ks_exc.ClientException, sdk_exc.SDKException) as exc:
+        raise _translate(exc, service) from exc
 
 
 class RawApi:
@@ -104,7 +125,8 @@ class RawApi:
         if status >= 500:
             raise TransientError(f"{what}: {status} {error_message(data, resp.reason or '')}")
         if status >= 400:
-            raise HttpRefusal(status, f"{what}: {status} {error_message(data, resp.reason or '')}")
+            message = f"{what}: {status} {error_message(data, resp.reason or '')}"
+            raise HttpRefusal(status, message, error_kind(data))
         return data
 
     def get(self, url: str, mv: str | None = None) -> Any:
