@@ -45,14 +45,14 @@ def _mv(value: str) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """The simulator's API refusals as hastack errors, with the real services' messages."""
+def translated(service: str = "nova") -> Iterator[None]:
+    """The simulator's API refusals as hastack errors, with the real service's message."""
     try:
         yield
     except CloudError as exc:
         if exc.status >= 500:
-            raise TransientError(f"nova: {exc.status} {exc.message}") from exc
-        raise PermanentError(f"nova: {exc.status} {exc.message}") from exc
+            raise TransientError(f"{service}: {exc.status} {exc.message}") from exc
+        raise PermanentError(f"{service}: {exc.status} {exc.message}") from exc
 
 
 class SimCompute:
@@ -224,7 +224,7 @@ class SimCompute:
 
     def force_down(self, host: str, reason: str) -> None:
         self._enter("force_down")
-        with _translated():
+        with translated():
             self.world.update_service(
                 host, status="disabled", disabled_reason=reason[:255], forced_down=True
             )
@@ -232,7 +232,7 @@ class SimCompute:
     def enable(self, host: str) -> None:
         self._enter("enable")
         w = self.world
-        with _translated(), w.lock:
+        with translated(), w.lock:
             w.host(host)
             # The check Nova's os-services API makes before lifting forced_down (the HTTP
             # face's HostResources._check_for_evacuations, same message).
@@ -250,12 +250,12 @@ class SimCompute:
 
     def reset_state(self, instance: str, state: str) -> None:
         self._enter("reset_state")
-        with _translated():
+        with translated():
             servers.reset_state(self.world, instance, state)
 
     def start(self, instance: str) -> None:
         self._enter("start")
-        with _translated(), self.world.lock:
+        with translated(), self.world.lock:
             try:
                 servers.start_server(self.world, instance)
             except Conflict:
@@ -265,7 +265,7 @@ class SimCompute:
 
     def evacuate(self, instance: str, target: str | None) -> None:
         self._enter("evacuate")
-        with _translated():
+        with translated():
             servers.evacuate_server(
                 self.world, instance, host=target, target_state=self._target_state
             )

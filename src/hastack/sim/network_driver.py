@@ -16,14 +16,12 @@ has no effect on the world.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from hastack.domain.network import AgentInfo, AgentKind, AgentMode, NetworkInfo, RouterInfo
-from hastack.errors import PermanentError, TransientError
 from hastack.ports.network import ROUTER_OWNERS, PortState, RouterHealth
 from hastack.sim import neutron as n
-from hastack.sim.errors import CloudError
+from hastack.sim.drivers import translated
 from hastack.sim.world import World
 
 Faults = Callable[[str], None]
@@ -40,17 +38,6 @@ _MODES = {
     "dvr_no_external": AgentMode.DVR,
     "dvr_snat": AgentMode.DVR_SNAT,
 }
-
-
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """Neutron's refusals as hastack errors, with Neutron's message."""
-    try:
-        yield
-    except CloudError as exc:
-        if exc.status >= 500:
-            raise TransientError(f"neutron: {exc.status} {exc.message}") from exc
-        raise PermanentError(f"neutron: {exc.status} {exc.message}") from exc
 
 
 class SimNetwork:
@@ -146,20 +133,20 @@ class SimNetwork:
     def add_router(self, agent_id: str, router_id: str) -> None:
         """Idempotent: adding a binding that exists succeeds (NeutronState returns at once)."""
         self._enter("add_router")
-        with _translated(), self.world.lock:
+        with translated("neutron"), self.world.lock:
             self._state.add_router_to_agent(agent_id, router_id)
 
     def remove_router(self, agent_id: str, router_id: str) -> None:
         """Idempotent; a router that no longer exists is hosted nowhere: success."""
         self._enter("remove_router")
-        with _translated(), self.world.lock:
+        with translated("neutron"), self.world.lock:
             self._state.agent(agent_id)
             if router_id in self._state.routers:
                 self._state.remove_router_from_agent(agent_id, router_id)
 
     def add_network(self, agent_id: str, network_id: str) -> None:
         self._enter("add_network")
-        with _translated(), self.world.lock:
+        with translated("neutron"), self.world.lock:
             if agent_id in self._state.dhcp_bindings.get(network_id, ()):
                 self._state.agent(agent_id)
                 return
@@ -167,7 +154,7 @@ class SimNetwork:
 
     def remove_network(self, agent_id: str, network_id: str) -> None:
         self._enter("remove_network")
-        with _translated(), self.world.lock:
+        with translated("neutron"), self.world.lock:
             self._state.agent(agent_id)
             if agent_id in self._state.dhcp_bindings.get(network_id, ()):
                 self._state.remove_network_from_agent(agent_id, network_id)
