@@ -35,7 +35,8 @@ class ControlFace(ApiFace):
         cfg = self.world.config
         return {
             "backend": "sim",
-            "hosts": sorted(self.world.hosts),
+            "hosts": sorted(h.name for h in self.world.compute_hosts()),
+            "network_nodes": sorted(h.name for h in self.world.hosts.values() if not h.compute),
             "service_down_time": cfg.service_down_time,
             "report_interval": cfg.report_interval,
             "modes": list(faults.MODES),
