@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from hastack.domain.hosts import HostState
 from hastack.domain.network import AgentInfo, AgentKind, AgentMode, NetworkInfo, RouterInfo
-from hastack.engine.journal import Operation, OpState, StepState
+from hastack.engine.journal import Operation, OpState, Step, StepState
 from hastack.policy import netrecovery as nr
+from hastack.policy import recovery as rec
 from hastack.policy.recovery import Outcome, Run
 from hastack.ports.network import ROUTER_GATEWAY, ROUTER_INTERFACE, PortState, RouterHealth
 
@@ -205,9 +206,46 @@ def test_a_step_journaled_running_is_run_again_after_a_crash() -> None:
 def test_agent_back_before_planning_closes_the_operation() -> None:
     s = snap([DEAD, *LIVE], host_states={"net1": HostState.FAILED})
     (op,) = decide(s, []).writes
-    back = snap([l3(1), *LIVE], host_states={"net1": HostState.OK})
+    back = snap([l3(1, beat=NOW + 5), *LIVE], now=NOW + 5, host_states={"net1": HostState.OK})
     (done,) = decide(back, [op]).writes
     assert done.state == OpState.DONE and "nothing moved" in done.log[-1]
+
+
+def fence_op(host: str, fenced: float) -> Operation:
+    """Instance HA's recover-host operation for ``host``, its fence step done at ``fenced``."""
+    fence = Step(rec.FENCE, "fence", {}, StepState.DONE, result="power off", updated=fenced)
+    return Operation(f"op-{host}", rec.RECOVER, host, NOW - 20, steps=[fence])
+
+
+def test_an_agent_on_a_fenced_host_is_dead_before_neutron_notices() -> None:
+    # net1 was fenced at NOW - 2; its agent's last beat (NOW - 5) is not stale yet.
+    fresh = l3(1, beat=NOW - 5)
+    s = snap([fresh, *LIVE], host_states={"net1": HostState.FENCED}, routers=routers_on("l3-1", 2))
+    assert not nr.is_down(fresh, NOW, S)
+    (op,) = decide(s, [fence_op("net1", NOW - 2)]).writes
+    assert op.kind == nr.RECOVER_AGENT and "fenced" in op.log[0]
+    # The same agent with a beat after the fence: the node is back, nothing opens.
+    later = l3(1, beat=NOW - 1)
+    s2 = snap([later, *LIVE], host_states={"net1": HostState.FENCED})
+    assert decide(s2, [fence_op("net1", NOW - 2)]).writes == ()
+    # A fence record without the host's state proven off (e.g. it rejoined) proves nothing.
+    s3 = snap([fresh, *LIVE], host_states={"net1": HostState.OK})
+    assert decide(s3, [fence_op("net1", NOW - 2)]).writes == ()
+
+
+def test_a_suspect_host_reading_power_off_kills_its_agents_at_once() -> None:
+    fresh = l3(1, beat=NOW - 5)
+    suspect = snap([fresh, *LIVE], host_states={"net1": HostState.SUSPECT}, power_off={"net1"})
+    (op,) = decide(suspect, []).writes
+    assert "BMC reports power off" in op.log[0]
+    # A host nobody suspects is not judged on one BMC reading.
+    ok = dataclasses.replace(suspect, host_states={"net1": HostState.OK})
+    assert decide(ok, []).writes == ()
+
+
+def test_nothing_is_done_for_a_host_in_maintenance() -> None:
+    s = snap([DEAD, *LIVE], host_states={"net1": HostState.MAINTENANCE}, power_off={"net1"})
+    assert decide(at(s, 600), []).writes == ()
 
 
 def test_dhcp_restores_the_target_count() -> None:

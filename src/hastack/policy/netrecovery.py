@@ -9,8 +9,11 @@ fenced through its fence levels).
 An agent is **down** when Neutron says it is not alive, or its heartbeat is older than
 ``stale_after``.  It is **dead** (confirmed) when it is down and a second witness agrees: its
 host failed or is being or was fenced, its BMC reads power off, or it has been silent for
-``agent_grace`` (an agent-only failure, its host still up).  A dead L3 or DHCP agent opens one
-operation, ``recover-agent``, whose steps are:
+``agent_grace`` (an agent-only failure, its host still up).  An agent on a host proven off
+(fenced after the agent's last beat, or a suspect host whose BMC reads power off) is dead at
+once, without waiting for Neutron's ``agent_down_time``: that is what makes a network node's
+power loss recover in seconds.  Nothing is done for a host in maintenance.  A dead L3 or DHCP
+agent opens one operation, ``recover-agent``, whose steps are:
 
 ``plan``               routers (policy/network.py ``plan_router_moves``) or networks
                        (``plan_dhcp``) become one step each
@@ -47,7 +50,7 @@ from hastack.domain.hosts import HostState
 from hastack.domain.network import AgentInfo, AgentKind, NetworkInfo, RouterInfo
 from hastack.engine.journal import Operation, OpState, Step, StepState
 from hastack.policy import network as plan_policy
-from hastack.policy.recovery import TERMINAL, Event, OpEdit, Outcome, Run
+from hastack.policy.recovery import FENCE, RECOVER, TERMINAL, Event, OpEdit, Outcome, Run
 from hastack.ports.network import (
     ROUTER_GATEWAY,
     ROUTER_INTERFACE,
@@ -139,11 +142,48 @@ def silent_for(agent: AgentInfo, now: float) -> float:
     return max(0.0, now - agent.heartbeat_at) if agent.heartbeat_at is not None else 0.0
 
 
-def dead_reason(agent: AgentInfo, snap: NetSnapshot, settings: NetSettings) -> str | None:
-    """Why ``agent`` counts as dead (two witnesses), or None while it does not."""
+def off_since(snap: NetSnapshot, ops: Sequence[Operation]) -> dict[str, float]:
+    """Hosts proven off (fenced: instance HA's state says so) -> when their fence completed."""
+    out: dict[str, float] = {}
+    for op in ops:
+        if op.kind != RECOVER or snap.host_states.get(op.subject) not in PROVEN_OFF:
+            continue
+        fence = op.step(FENCE)
+        if fence is not None and fence.state == StepState.DONE:
+            out[op.subject] = max(out.get(op.subject, fence.updated), fence.updated)
+    return out
+
+
+def _host_off(agent: AgentInfo, snap: NetSnapshot, fenced_at: Mapping[str, float]) -> str:
+    """Why ``agent``'s host is known off (so the agent cannot be running), or ''."""
+    fenced = fenced_at.get(agent.host)
+    if fenced is not None and (agent.heartbeat_at is None or agent.heartbeat_at <= fenced):
+        return f"host {agent.host} fenced, agent's last beat before the fence"
+    state = snap.host_states.get(agent.host, HostState.OK)
+    if agent.host in snap.power_off and state not in (HostState.OK, HostState.MAINTENANCE):
+        return f"host {agent.host} {state} and its BMC reports power off"
+    return ""
+
+
+def dead_reason(
+    agent: AgentInfo,
+    snap: NetSnapshot,
+    settings: NetSettings,
+    fenced_at: Mapping[str, float] | None = None,
+) -> str | None:
+    """Why ``agent`` counts as dead (two witnesses), or None while it does not.
+
+    A host proven off is proof enough on its own, before Neutron's ``agent_down_time`` runs out:
+    an agent whose last beat predates the fence (or whose host's BMC reads power off now)
+    cannot be running. A beat after the fence means the node is back."""
+    state = snap.host_states.get(agent.host, HostState.OK)
+    if state == HostState.MAINTENANCE:
+        return None  # an operator is working on the node: observe, never act
+    off = _host_off(agent, snap, fenced_at or {})
+    if off:
+        return off
     if not is_down(agent, snap.now, settings):
         return None
-    state = snap.host_states.get(agent.host)
     if state in FAILED_HOST:
         return f"agent down and host {agent.host} {state}"
     if agent.host in snap.power_off:
@@ -221,10 +261,15 @@ def decide_network(
     runs: list[Run] = []
     mine = [op for op in ops if op.kind in KINDS and op.state == OpState.OPEN]
     watched = [a for a in snap.agents.values() if a.kind in (AgentKind.L3, AgentKind.DHCP)]
-    down = {a.id for a in watched if is_down(a, now, settings)}
-    halted = _halt(snap, watched, down, settings)
+    fenced_at = off_since(snap, ops)
+    down = {
+        a.id
+        for a in snap.agents.values()
+        if is_down(a, now, settings) or _host_off(a, snap, fenced_at)
+    }
+    halted = _halt(snap, watched, down & {a.id for a in watched}, settings)
     if snap.agents_ok and halted is None:
-        for op in _open_for_dead(snap, ops, watched, settings, events):
+        for op in _open_for_dead(snap, ops, watched, settings, fenced_at, events):
             writes[op.id] = op
             mine.append(op)
     taken = False
@@ -267,6 +312,7 @@ def _open_for_dead(
     ops: Sequence[Operation],
     watched: Sequence[AgentInfo],
     settings: NetSettings,
+    fenced_at: Mapping[str, float],
     events: list[Event],
 ) -> list[Operation]:
     """A ``recover-agent`` operation for every dead agent not handled yet: an agent is handled
@@ -279,7 +325,7 @@ def _open_for_dead(
     for agent in sorted(watched, key=lambda a: a.id):
         if handled.get(agent.id, -1.0) >= (agent.heartbeat_at or 0.0):
             continue
-        why = dead_reason(agent, snap, settings)
+        why = dead_reason(agent, snap, settings, fenced_at)
         if why is None:
             continue
         out.append(_new_op(agent, why, snap.now))
@@ -375,11 +421,12 @@ def _advance(  # noqa: PLR0917
     w = OpEdit(op, snap.now)
     agent = snap.agents.get(op.subject) if op.kind == RECOVER_AGENT else None
     host = agent.host if agent else str((op.step(PLAN) or Step("", "")).params.get("host", ""))
-    back = (
+    back = (  # beating again since the operation opened
         op.kind == RECOVER_AGENT
         and snap.agents_ok
         and agent is not None
-        and not is_down(agent, snap.now, settings)
+        and agent.id not in down
+        and (agent.heartbeat_at or 0.0) > op.created
     )
     plan = op.step(PLAN)
     if plan is not None and plan.state not in TERMINAL:
@@ -748,7 +795,8 @@ def _verdict(  # noqa: PLR0917
         return "network: no L3/DHCP agents"
     current = [writes.get(op.id, op) for op in ops]
     open_ops = [op for op in current if op.state == OpState.OPEN]
-    text = f"network: {len(watched) - len(down)}/{len(watched)} L3/DHCP agents up"
+    up = sum(1 for a in watched if a.id not in down)
+    text = f"network: {up}/{len(watched)} L3/DHCP agents up"
     if open_ops:
         steps = [s for op in open_ops for s in op.steps if s.kind in (ROUTER, NETWORK)]
         left = [s for s in steps if s.state not in TERMINAL]
