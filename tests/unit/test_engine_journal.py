@@ -92,3 +92,24 @@ def test_a_corrupt_entry_halts_instead_of_being_skipped(env) -> None:
     with pytest.raises(JournalCorrupt, match="broken"):
         journal.operations()
     assert store.get("/hastack/operations/broken") is not None  # nothing lost
+
+
+def test_stored_form_is_the_dataclass_form() -> None:
+    """to_json() writes exactly what dataclasses.asdict() gave (entries written by earlier
+    versions and by this one read the same), and the step index follows edits of ``steps``."""
+    import dataclasses
+    import json
+
+    op = recovery()
+    op.log.append("1.000 opened")
+    op.steps[1].params["nested"] = {"a": [1, 2]}
+    expected = dataclasses.asdict(op)
+    expected.pop("_index")
+    assert json.loads(op.to_json()) == json.loads(json.dumps(expected))
+    assert Operation.from_json(op.to_json()) == op
+    assert op.step("fence") is op.steps[0]
+    op.steps = [Step("rejoin", "rejoin"), *op.steps]  # replaced and reordered
+    assert op.step("fence") is op.steps[1] and op.step("rejoin") is op.steps[0]
+    op.steps[1] = Step("fence", "fence", state=StepState.DONE)
+    assert op.step("fence").state == StepState.DONE
+    assert op.step("nope") is None

@@ -62,12 +62,48 @@ class Operation:
     epoch: int = 0  # the lease epoch of the leader that last wrote it
     steps: list[Step] = dataclasses.field(default_factory=list)
     log: list[str] = dataclasses.field(default_factory=list)  # verdicts, oldest first
+    # step id -> its position in ``steps``: checked on every use, rebuilt when stale (steps
+    # are replaced and appended freely), so a 1,000-step operation is not scanned per lookup
+    _index: dict[str, int] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def step(self, step_id: str) -> Step | None:
-        return next((s for s in self.steps if s.id == step_id), None)
+        steps = self.steps
+        pos = self._index.get(step_id)
+        if pos is not None and pos < len(steps) and steps[pos].id == step_id:
+            return steps[pos]
+        self._index = {s.id: n for n, s in enumerate(steps)}
+        pos = self._index.get(step_id)
+        return None if pos is None else steps[pos]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (what ``dataclasses.asdict`` gave, without its deep copies)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "subject": self.subject,
+            "created": self.created,
+            "state": self.state.value,
+            "updated": self.updated,
+            "epoch": self.epoch,
+            "steps": [
+                {
+                    "id": s.id,
+                    "kind": s.kind,
+                    "params": s.params,
+                    "state": s.state.value,
+                    "attempts": s.attempts,
+                    "result": s.result,
+                    "updated": s.updated,
+                }
+                for s in self.steps
+            ],
+            "log": self.log,
+        }
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Operation:
