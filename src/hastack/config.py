@@ -164,7 +164,7 @@ class NetworkConfig(_Strict):
     )
     unfenced_grace: float = Field(300.0, gt=0)
     dhcp_agents_per_network: int = Field(2, ge=1, le=10)
-    max_parallel: int = Field(50, ge=1, le=1000, description="router/network moves in flight")
+    max_parallel: int = Field(100, ge=1, le=1000, description="router/network moves in flight")
     verify_timeout: float = Field(60.0, gt=0)
     retries: int = Field(2, ge=0, le=10)
     max_dead_fraction: float = Field(0.5, gt=0, le=1)

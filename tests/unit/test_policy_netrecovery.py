@@ -358,3 +358,22 @@ def test_a_dead_agent_is_handled_once_per_death() -> None:
     again = dataclasses.replace(DEAD, heartbeat_at=NOW + 6)  # it came back and died again
     reborn = at(dataclasses.replace(s, agents={a.id: a for a in [again, *LIVE]}), 40)
     assert len(decide(reborn, [done]).writes) == 1
+
+
+def test_routers_get_the_move_budget_before_dhcp() -> None:
+    # One dead node: its DHCP agent's recovery opened first, yet its routers move first.
+    dead_dhcp, live_dhcp = dhcp(1, alive=False, beat=NOW - 30), [dhcp(2), dhcp(3)]
+    nets = [NetworkInfo(f"n{k}", f"net-{k}", ("dhcp-1",)) for k in range(5)]
+    s = snap(
+        [DEAD, *LIVE, dead_dhcp, *live_dhcp],
+        host_states={"net1": HostState.FENCED},
+        routers=routers_on("l3-1", 5),
+        networks=nets,
+    )
+    ops = apply([], decide(s, []))
+    dhcp_op = next(op for op in ops if op.subject == "dhcp-1")
+    ops = [dataclasses.replace(dhcp_op, created=NOW - 5), *(o for o in ops if o is not dhcp_op)]
+    planned = apply(ops, decide(at(s, 1), ops))
+    tight = dataclasses.replace(S, max_parallel=5)
+    d = nr.decide_network(at(s, 2), planned, set(), tight, {})
+    assert [r.action for r in d.runs] == [nr.MOVE_ROUTER] * 5

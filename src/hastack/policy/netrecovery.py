@@ -86,7 +86,7 @@ class NetSettings:
     unfenced_moves: bool = False  # policy: legacy/SNAT moves without a fence proof...
     unfenced_grace: float = 300.0  # ...once the agent has been silent this long
     dhcp_agents_per_network: int = 2
-    max_parallel: int = 50  # move calls in flight
+    max_parallel: int = 100  # move calls in flight
     verify_timeout: float = 60.0
     retries: int = 2
     action_errors: int = 5  # transient API errors tolerated per step
@@ -283,7 +283,7 @@ def decide_network(
 
     in_flight = sum(1 for _, s in running if s.startswith((ROUTER + ":", NETWORK + ":")))
     budget = [max(0, settings.max_parallel - in_flight)]
-    for op in mine:
+    for op in sorted(mine, key=_urgency):
         new = _advance(op, snap, down, running, settings, budget, runs, events, halted)
         if new is not op:
             writes[new.id] = new
@@ -331,6 +331,15 @@ def _open_for_dead(
         out.append(_new_op(agent, why, snap.now))
         events.append(Event(agent.host, f"{agent.kind} agent {agent.id} dead: {why}"))
     return out
+
+
+def _urgency(op: Operation) -> tuple[int, float]:
+    """The order in which operations get the move budget: routers carry traffic now, a DHCP
+    agent is needed only when a lease renews or a VM boots, a rebalance can wait."""
+    if op.kind == REBALANCE:
+        return 2, op.created
+    plan = op.step(PLAN)
+    return (0 if plan is None or plan.params.get("agent_kind") == ROUTER else 1), op.created
 
 
 def _halt(
