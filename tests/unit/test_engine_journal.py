@@ -3,6 +3,8 @@ fencing token, and a corrupt entry halting rather than being guessed at."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -97,9 +99,6 @@ def test_a_corrupt_entry_halts_instead_of_being_skipped(env) -> None:
 def test_stored_form_is_the_dataclass_form() -> None:
     """to_json() writes exactly what dataclasses.asdict() gave (entries written by earlier
     versions and by this one read the same), and the step index follows edits of ``steps``."""
-    import dataclasses
-    import json
-
     op = recovery()
     op.log.append("1.000 opened")
     op.steps[1].params["nested"] = {"a": [1, 2]}

@@ -307,7 +307,7 @@ def decide_network(
     )
 
 
-def _open_for_dead(
+def _open_for_dead(  # noqa: PLR0917
     snap: NetSnapshot,
     ops: Sequence[Operation],
     watched: Sequence[AgentInfo],
