@@ -52,7 +52,9 @@ test-fast: setup
 demo: setup debs
 	$(BIN)/python -m hastack demo
 
-bench: setup
+# The network benchmark runs real Neutron beside hastack: it needs the Neutron oracle's venv.
+bench: setup debs
+	bash scripts/oracle-venv.sh neutron
 	$(BIN)/python -m bench
 
 clean:

@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from bench import instance_ha, sim_scale, sim_virtual
+from bench import instance_ha, network_ha, sim_scale, sim_virtual
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> None:
@@ -36,13 +36,18 @@ def main() -> int:
     table("instance HA over HTTP: seconds from a power loss (100 VMs on the host)", ha["recovery"])
     table("instance HA: 500 VMs on the failed host (fast profile)", [ha["overhead_500"]])
     table("instance HA: steady state, 10,000 hosts / 100,000 VMs", [ha["steady_10k"]])
-    table("targets", [{"target": k, "result": v} for k, v in ha["targets"].items()])
+    net = network_ha.run()
+    table("network HA over HTTP: seconds from a network node's power loss", [net["sim"]])
+    table("network HA on real Neutron 29: hastack vs Neutron's own failover", net["oracle"])
+    targets = {**ha["targets"], **net["targets"]}
+    table("targets", [{"target": k, "result": v} for k, v in targets.items()])
     report = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "sim_virtual": virtual,
         "sim_scale": rows,
         "instance_ha": ha,
+        "network_ha": net,
     }
     path = (args.out / "bench.json").resolve()
     path.write_text(json.dumps(report, indent=2) + "\n")
