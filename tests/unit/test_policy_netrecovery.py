@@ -181,6 +181,20 @@ def test_an_unverified_move_is_retried_on_another_agent_then_fails() -> None:
     assert final.state == OpState.FAILED
 
 
+def test_a_router_left_unbound_by_a_failed_add_is_placed_again() -> None:
+    """remove went through, add failed: the router is bound nowhere.  The retry must still find
+    it a live agent (it once stayed "unplaced: no target" forever)."""
+    s, d, ops = open_plan(n=1)
+    (run,) = d.runs
+    failed = Outcome(run, False, "add_router: 503 Service Unavailable")
+    op = nr.apply_outcome(nr.mark_running(ops[0], run, NOW), failed, S, NOW)
+    unbound = [RouterInfo("r0", "router-0", ())]
+    d2 = decide(dataclasses.replace(s, routers=unbound), [op])
+    (retry,) = d2.runs
+    assert retry.args["target"] not in (run.args["target"], "l3-1")
+    assert retry.args["source"] == run.args["source"]
+
+
 def test_someone_else_moved_it_already() -> None:
     s, d, ops = open_plan(n=1)
     (run,) = d.runs

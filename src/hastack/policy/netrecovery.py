@@ -706,7 +706,9 @@ def _retarget(w: OpEdit, s: Step, snap: NetSnapshot, down: set[str]) -> bool:
             )
             return False
         bound = [a for a in router.agents if a in tried or a == source]
-        remove = bound[0] if bound else None
+        # Unbound (the removal went through, the add did not): place it as if still on the
+        # agent it came off; removing it there again is a no-op.
+        remove = bound[0] if bound else (source or None)
         pretend = dataclasses.replace(router, agents=(remove,) if remove else ())
         dead = {remove} if remove else set()
         plan = plan_policy.plan_router_moves([pretend], agents, dead, down | tried)
