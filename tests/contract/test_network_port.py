@@ -46,6 +46,7 @@ from hastack.sim.world import SimConfig, World
 
 from .backends.base import NetworkCloudUnderTest
 from .conftest import start_backend, wait_for
+from .neutron_helpers import create_public_network
 
 T = TypeVar("T")
 NETWORK_NODES = 3
@@ -105,20 +106,7 @@ class SdkHarness(Harness):
 
     def _build(self) -> Topology:
         n = self.conn.network
-        public = n.create_network(
-            name="port-public",
-            is_router_external=True,
-            provider_network_type="flat",
-            provider_physical_network="public",
-        )
-        n.create_subnet(
-            network_id=public.id,
-            ip_version=4,
-            cidr="172.25.4.0/24",
-            gateway_ip="172.25.4.1",
-            is_dhcp_enabled=False,
-            name="port-public-subnet",
-        )
+        public = create_public_network(n, "port-public", "172.25.4.0/24")
         private = n.create_network(name="port-net")
         subnet = n.create_subnet(
             network_id=private.id, ip_version=4, cidr="10.19.0.0/24", name="port-sub"

@@ -20,6 +20,7 @@ import yaml
 
 from .backends.base import NetworkCloudUnderTest
 from .conftest import _connect, start_backend, wait_for
+from .neutron_helpers import create_public_network
 
 BACKENDS = ["sim_network", "neutron_oracle"]
 NETWORK_NODES = 3
@@ -125,20 +126,7 @@ def topo(nconn: openstack.connection.Connection, net: Net) -> Topology:
     """One external network, one tenant network with a DHCP subnet, one router with a gateway:
     the only router the session creates (the oracle makes routers slowly)."""
     n = nconn.network
-    public = n.create_network(
-        name="contract-public",
-        is_router_external=True,
-        provider_network_type="flat",
-        provider_physical_network="public",
-    )
-    n.create_subnet(
-        network_id=public.id,
-        ip_version=4,
-        cidr="172.24.4.0/24",
-        gateway_ip="172.24.4.1",
-        is_dhcp_enabled=False,
-        name="contract-public-subnet",
-    )
+    public = create_public_network(n, "contract-public", "172.24.4.0/24")
     private = n.create_network(name="contract-net")
     n.create_subnet(network_id=private.id, ip_version=4, cidr="10.9.0.0/24", name="contract-sub")
     router = n.create_router(name="contract-r1", external_gateway_info={"network_id": public.id})
