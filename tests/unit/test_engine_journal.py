@@ -112,3 +112,28 @@ def test_stored_form_is_the_dataclass_form() -> None:
     op.steps[1] = Step("fence", "fence", state=StepState.DONE)
     assert op.step("fence").state == StepState.DONE
     assert op.step("nope") is None
+
+
+def test_operation_rows_count_evacuations_and_moves_alike() -> None:
+    from hastack.engine.engine import summarize  # noqa: PLC0415
+
+    host = recovery("op-h")
+    host.steps[1].state = StepState.DONE
+    net = Operation(
+        "op-n",
+        "recover-agent",
+        "agent-1",
+        2.0,
+        steps=[
+            Step("plan", "plan", {"host": "network01"}, StepState.DONE),
+            Step("router:r1", "router", {"router": "r1"}, StepState.DONE),
+            Step("router:r2", "router", {"router": "r2"}),
+        ],
+        log=["2.000 opened: agent down and host network01 fenced"],
+    )
+    rows = {r["id"]: r for r in summarize([host, net])}
+    assert rows["op-h"]["kind"] == "recover-host" and rows["op-h"]["host"] == "compute03"
+    assert (rows["op-h"]["actions"], rows["op-h"]["done"]) == (1, 1)
+    assert rows["op-n"]["host"] == "network01" and rows["op-n"]["kind"] == "recover-agent"
+    assert (rows["op-n"]["actions"], rows["op-n"]["done"]) == (2, 1)
+    assert rows["op-n"]["reason"] == "opened: agent down and host network01 fenced"

@@ -197,6 +197,6 @@ def cmd_operation_list(args: argparse.Namespace) -> int:
         rows = summarize(op for op, _ in Journal(store).operations())
     finally:
         store.close()
-    columns = ["id", "host", "state", "host_state", "evacuations", "done", "reason"]
+    columns = ["id", "kind", "host", "state", "host_state", "actions", "done", "reason"]
     print(render_rows(rows, columns, args.format, args.column))
     return 0

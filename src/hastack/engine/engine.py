@@ -695,8 +695,8 @@ class Engine:
 
 
 def summarize(ops: Iterable[Operation]) -> list[dict[str, Any]]:
-    """Operations as plain rows (for the CLI and the demo): a host recovery counts its
-    evacuations, a network operation its router/network moves."""
+    """Operations as plain rows (for the CLI): ``actions`` counts a host recovery's
+    evacuations, a network operation's router and network moves."""
     rows = []
     for op in ops:
         if op.kind in netrecovery.KINDS:
@@ -706,10 +706,11 @@ def summarize(ops: Iterable[Operation]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "id": op.id,
+                    "kind": op.kind,
                     "host": host,
                     "state": op.state.value,
-                    "host_state": op.kind,
-                    "evacuations": len(moves),
+                    "host_state": "",
+                    "actions": len(moves),
                     "done": sum(1 for s in moves if s.state == StepState.DONE),
                     "reason": op.log[-1].partition(" ")[2] if op.log else "",
                 }
@@ -720,10 +721,11 @@ def summarize(ops: Iterable[Operation]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "id": op.id,
+                "kind": op.kind,
                 "host": op.subject,
                 "state": op.state.value,
                 "host_state": state.value,
-                "evacuations": len(evacs),
+                "actions": len(evacs),
                 "done": sum(1 for s in evacs if s.state == StepState.DONE),
                 "reason": reason,
             }
