@@ -25,7 +25,7 @@ from typing import Any
 import openstack
 
 from hastack.domain.instances import FlavorInfo, HostCapacity, InstanceInfo, ServerGroupInfo
-from hastack.drivers.openstack.connection import PAGE, HttpRefusal, RawApi
+from hastack.drivers.openstack.connection import PAGE, HttpRefusal, RawApi, open_proxy
 from hastack.errors import PermanentError
 from hastack.ports.compute import (
     PENDING_CLEANUP,
@@ -81,9 +81,11 @@ class NovaCompute:
         evacuate_microversion: str | None = None,
         timeout: float = 30,
     ) -> None:
-        self.nova = RawApi(conn.compute, "nova", timeout)
-        self.placement = RawApi(conn.placement, "placement", timeout)
-        self.glance = RawApi(conn.image, "glance", timeout)
+        # Building a proxy authenticates and reads the catalog: a refused password or an
+        # unreachable Keystone comes out as a hastack error, not a keystoneauth one.
+        self.nova = RawApi(open_proxy(conn, "compute", "nova"), "nova", timeout)
+        self.placement = RawApi(open_proxy(conn, "placement", "placement"), "placement", timeout)
+        self.glance = RawApi(open_proxy(conn, "image", "glance"), "glance", timeout)
         if evacuate_microversion is not None:
             _mv_tuple(evacuate_microversion)  # ValueError now rather than at the first evacuation
         self._evacuate_mv = evacuate_microversion

@@ -1,0 +1,46 @@
+"""A refused password reaches the drivers' callers as a hastack error (PermanentError), never
+as a keystoneauth exception: the engine and the CLI only know hastack's errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hastack.drivers.openstack.compute import NovaCompute
+from hastack.drivers.openstack.connection import connect
+from hastack.drivers.openstack.network import NeutronNetwork
+from hastack.errors import PermanentError
+from hastack.sim.build import CloudSpec
+from hastack.sim.runner import RunningSim, SimOptions
+
+pytestmark = [pytest.mark.wire, pytest.mark.timeout(60)]
+
+
+@pytest.fixture(scope="module")
+def wrong_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    workdir = tmp_path_factory.mktemp("auth")
+    spec = CloudSpec(hosts=1, instances=0, network_nodes=1, routers=0, networks=0)
+    sim = RunningSim(SimOptions(spec=spec, workdir=workdir, bmc=False, probe=False)).start()
+    try:
+        path = Path(sim.files["clouds_yaml"])
+        clouds = yaml.safe_load(path.read_text())
+        clouds["clouds"]["hastack-sim"]["auth"]["password"] = "not-the-password"
+        path.write_text(yaml.safe_dump(clouds))
+        yield path
+    finally:
+        sim.stop()
+
+
+def test_nova_driver_reports_a_refused_password(wrong_password: Path) -> None:
+    conn = connect(wrong_password, "hastack-sim")
+    with pytest.raises(PermanentError, match="401"):
+        NovaCompute(conn)
+
+
+def test_neutron_driver_reports_a_refused_password(wrong_password: Path) -> None:
+    conn = connect(wrong_password, "hastack-sim")
+    with pytest.raises(PermanentError, match="401"):
+        NeutronNetwork(conn).agents()
