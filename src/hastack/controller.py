@@ -149,6 +149,8 @@ def build_controller(config: Config, *, clock: Clock | None = None) -> Controlle
         tick=config.controller.tick,
         lease_ttl=config.controller.lease_ttl,
         fence_timeout=config.recovery.fence_timeout,
+        # a router move is two blocking calls: as many threads as moves may be in flight
+        workers=max(EngineOptions.workers, config.network.max_parallel),
     )
     network = None
     if config.network.enabled:
