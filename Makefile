@@ -1,12 +1,13 @@
 # hastack — the two commands: `make demo` and `make test`. Both set up what they need on a fresh
 # Debian 12 machine (run as root for the Debian packages): a virtualenv with hastack and its
-# development tools, Debian's fence-agents and ipmitool, and for the tests the real-Nova oracle
-# in its own virtualenv.
+# development tools, Debian's fence-agents and ipmitool (outside clients of the simulated BMCs)
+# and etcd-server (the HA store, run as a local cluster by the tests), and for the tests the
+# real-Nova and real-Neutron oracles in their own virtualenvs.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := fence-agents ipmitool
+DEBS := fence-agents ipmitool etcd-server
 PYTEST_ARGS ?=
 
 .PHONY: all setup debs oracle lint test test-fast demo bench clean
@@ -22,7 +23,7 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# Debian packages the tests and the demo use as outside clients of the simulated BMCs.
+# Debian packages the tests and the demo use: BMC clients, and etcd for the HA store.
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

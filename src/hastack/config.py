@@ -49,8 +49,24 @@ class CloudConfig(_Strict):
 
 
 class StoreConfig(_Strict):
-    driver: Literal["sqlite"] = "sqlite"
+    """Where the journal and the leader lease live: ``sqlite`` (one controller, ``path``) or
+    ``etcd`` (several controllers, ``endpoints``)."""
+
+    driver: Literal["sqlite", "etcd"] = "sqlite"
     path: str = "/var/lib/hastack/hastack.db"
+    endpoints: tuple[str, ...] = Field(
+        (), description="etcd client URLs, e.g. http://10.0.0.1:2379 (driver etcd)"
+    )
+    timeout: float = Field(2.0, gt=0, le=60, description="etcd: seconds per request, per endpoint")
+
+    @model_validator(mode="after")
+    def _endpoints_for_etcd(self) -> StoreConfig:
+        if self.driver == "etcd" and not self.endpoints:
+            raise ValueError("driver etcd needs endpoints (etcd client URLs)")
+        for url in self.endpoints:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"endpoint {url!r} is not an http(s):// URL")
+        return self
 
 
 class ControllerConfig(_Strict):

@@ -103,6 +103,10 @@ class _SpareHosts(frozenset[str]):
 
 
 def open_store(config: Config, clock: Clock) -> Store:
+    if config.store.driver == "etcd":
+        from hastack.drivers.store.etcd import EtcdStore  # noqa: PLC0415
+
+        return EtcdStore(config.store.endpoints, clock, timeout=config.store.timeout)
     from hastack.drivers.store.sqlite import SqliteStore  # noqa: PLC0415
 
     return SqliteStore(config.store.path, clock)

@@ -72,6 +72,19 @@ def test_rules_need_their_key_and_segments_unique_names() -> None:
         parse_config(data)
 
 
+def test_the_etcd_store_needs_its_endpoints() -> None:
+    data = sample()
+    data["store"] = {"driver": "etcd"}
+    with pytest.raises(ConfigError, match=r"store: .*driver etcd needs endpoints"):
+        parse_config(data)
+    data["store"] = {"driver": "etcd", "endpoints": ["10.0.0.1:2379"]}
+    with pytest.raises(ConfigError, match="not an http"):
+        parse_config(data)
+    data["store"] = {"driver": "etcd", "endpoints": ["http://10.0.0.1:2379"], "timeout": 1}
+    config = parse_config(data)
+    assert config.store.endpoints == ("http://10.0.0.1:2379",)
+
+
 def test_unreadable_and_invalid_yaml(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
