@@ -1,0 +1,257 @@
+"""hastack's own HA with real processes: three ``hastack serve`` controllers on a real 3-member
+etcd cluster, against ``hastack sim serve`` (Nova, Placement, BMCs over the wire).  The leader
+is SIGKILLed, or SIGSTOPped past its lease, in the middle of an evacuation of 50 VMs; another
+controller must finish it, and no VM may be evacuated twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from hastack.clock import SystemClock
+from hastack.drivers.store.etcd import EtcdStore
+from hastack.engine.engine import LEADER
+from hastack.engine.journal import Journal, Operation, OpState, StepState
+from hastack.etcd_cluster import LocalEtcdCluster, etcd_binary
+from hastack.ports.store import Lease
+from hastack.sim.process import SimProcess, sim_process
+
+pytestmark = [pytest.mark.etcd, pytest.mark.wire, pytest.mark.timeout(240)]
+
+VMS = 50
+HOST = "compute01"
+LEASE_TTL = 3.0
+TICK = 0.5
+
+
+def wait_for(check: Callable[[], Any], seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    pytest.fail(f"not within {seconds:g}s: {what}")
+
+
+class Cluster:
+    """The simulator, etcd, and three controllers as processes."""
+
+    def __init__(self, sim: SimProcess, etcd: LocalEtcdCluster, workdir: Path) -> None:
+        self.sim = sim
+        self.etcd = etcd
+        self.workdir = workdir
+        self.store = EtcdStore(etcd.endpoints, SystemClock())
+        self.controllers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def config(self, name: str) -> Path:
+        raw = yaml.safe_load((self.sim.workdir / "hastack.yaml").read_text())
+        raw["profile"] = "fast"
+        raw["controller"] = {"name": name, "tick": TICK, "lease_ttl": LEASE_TTL}
+        raw["store"] = {"driver": "etcd", "endpoints": self.etcd.endpoints, "timeout": 1.0}
+        raw["segments"] = [
+            {"name": "all", "hosts": ["*"], "recovery": {"protect": "all", "shared_storage": True}}
+        ]
+        raw["recovery"] = {"max_parallel": 10}
+        path = self.workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        path.chmod(0o600)
+        return path
+
+    def start(self, name: str) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        cmd = [sys.executable, "-m", "hastack", "serve", "--config", str(self.config(name))]
+        self.controllers[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def leader(self) -> Lease | None:
+        with contextlib.suppress(Exception):
+            return self.store.current(LEADER)
+        return None
+
+    def operations(self) -> list[Operation]:
+        return [op for op, _ in Journal(self.store).operations()]
+
+    def recovery(self) -> Operation | None:
+        ops = [op for op in self.operations() if op.subject == HOST]
+        return ops[0] if ops else None
+
+    def evacuations(self) -> collections.Counter[str]:
+        """Evacuation requests Nova received, per instance (its migration records)."""
+        return collections.Counter(self._migrations())
+
+    def _migrations(self) -> list[str]:
+        from hastack.drivers.openstack.connection import connect  # noqa: PLC0415
+
+        conn = connect(self.sim.workdir / "clouds.yaml", "hastack-sim")
+        try:
+            data = conn.compute.get(
+                "/os-migrations?migration_type=evacuation", microversion="2.59"
+            ).json()
+        finally:
+            conn.close()
+        return [m["instance_uuid"] for m in data["migrations"]]
+
+    def stop(self) -> None:
+        for proc in self.controllers.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+        for proc in self.controllers.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.store.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    if etcd_binary() is None:
+        if os.environ.get("HASTACK_REQUIRE_ORACLE") == "1":
+            pytest.fail("etcd is required (apt-get install etcd-server) but not installed")
+        pytest.skip("etcd is not installed (apt-get install etcd-server)")
+    args = ["--hosts", "6", "--instances", "0", "--seed", "4", "--evacuate-seconds", "4"]
+    args += ["--report-interval", "2", "--service-down-time", "12", "--network-nodes", "0"]
+    args += ["--host-vcpus", "160", "--host-memory-mb", "393216"]
+    with (
+        LocalEtcdCluster(tmp_path / "etcd") as etcd,
+        sim_process(tmp_path / "sim", args) as sim,
+    ):
+        c = Cluster(sim, etcd, tmp_path)
+        try:
+            boot(c, VMS)
+            for name in ("ctl-1", "ctl-2", "ctl-3"):
+                c.start(name)
+            wait_for(c.leader, 20, "a controller leads")
+            yield c
+        finally:
+            c.stop()
+
+
+def boot(c: Cluster, count: int) -> None:
+    from hastack.drivers.openstack.connection import connect  # noqa: PLC0415
+
+    conn = connect(c.sim.workdir / "clouds.yaml", "hastack-sim")
+    try:
+        flavor = next(f for f in conn.compute.flavors() if f.vcpus == 1)
+        image = next(iter(conn.image.images()))
+        for n in range(count):
+            conn.compute.post(
+                "/servers",
+                json={
+                    "server": {
+                        "name": f"ha-{n:02d}",
+                        "flavorRef": flavor.id,
+                        "imageRef": image.id,
+                        "networks": "none",
+                        "availability_zone": f"nova:{HOST}",
+                    }
+                },
+                microversion="2.37",
+            )
+
+        def active() -> bool:
+            servers = list(conn.compute.servers(all_projects=True, compute_host=HOST))
+            return len(servers) == count and all(s.status == "ACTIVE" for s in servers)
+
+        wait_for(active, 60, f"{count} servers ACTIVE on {HOST}")
+    finally:
+        conn.close()
+
+
+def fail_host(c: Cluster) -> None:
+    r = requests.post(
+        f"{c.sim.state['control_url']}/hosts/{HOST}/fail", json={"mode": "power"}, timeout=10
+    )
+    r.raise_for_status()
+
+
+def mid_evacuation(c: Cluster) -> Operation | None:
+    """The recovery once some evacuations are confirmed and others are not."""
+    op = c.recovery()
+    if op is None:
+        return None
+    evacs = [s for s in op.steps if s.kind == "evacuate"]
+    done = sum(1 for s in evacs if s.state == StepState.DONE)
+    return op if evacs and 0 < done < len(evacs) else None
+
+
+def finished(c: Cluster) -> Operation | None:
+    op = c.recovery()
+    evacs = [s for s in op.steps if s.kind == "evacuate"] if op else []
+    return op if evacs and all(s.state == StepState.DONE for s in evacs) else None
+
+
+def assert_each_evacuated_once(c: Cluster, op: Operation) -> None:
+    counts = c.evacuations()
+    moved = [s.params["instance"] for s in op.steps if s.kind == "evacuate"]
+    assert len(moved) == VMS
+    twice = {i: n for i, n in counts.items() if n > 1}
+    assert not twice, f"evacuated more than once: {twice}"
+    assert sorted(counts) == sorted(moved)
+
+
+def test_sigkill_of_the_leader_mid_evacuation_is_finished_by_another_without_repeats(
+    cluster: Cluster,
+) -> None:
+    c = cluster
+    first = c.leader()
+    assert first is not None
+    fail_host(c)
+    wait_for(lambda: mid_evacuation(c), 60, "the leader in the middle of the evacuations")
+    killed_at = time.monotonic()
+    c.controllers[first.holder].send_signal(signal.SIGKILL)
+    successor = wait_for(
+        lambda: (lease := c.leader()) is not None and lease.holder != first.holder and lease,
+        LEASE_TTL + 10,
+        "another controller takes the lease",
+    )
+    takeover = time.monotonic() - killed_at
+    assert successor.epoch > first.epoch
+    assert takeover <= LEASE_TTL + TICK + 2.0, takeover  # TTL + a tick, + etcd's 500 ms lessor
+    op = wait_for(lambda: finished(c), 90, "the successor finishes the recovery")
+    assert_each_evacuated_once(c, op)
+    # the recovery stays open only for the host's return (its rejoin step)
+    op = c.recovery()
+    assert op is not None and op.state == OpState.OPEN
+    assert {s.id for s in op.steps if s.state != StepState.DONE} == {"rejoin"}
+    assert op.epoch == successor.epoch  # the successor wrote it last
+
+
+def test_a_leader_frozen_past_its_lease_does_not_act_when_it_wakes(cluster: Cluster) -> None:
+    c = cluster
+    first = c.leader()
+    assert first is not None
+    frozen = c.controllers[first.holder]
+    fail_host(c)
+    wait_for(lambda: mid_evacuation(c), 60, "the leader in the middle of the evacuations")
+    frozen.send_signal(signal.SIGSTOP)
+    wait_for(
+        lambda: (lease := c.leader()) is not None and lease.holder != first.holder,
+        LEASE_TTL + 10,
+        "another controller takes the lease",
+    )
+    time.sleep(2 * TICK)
+    frozen.send_signal(signal.SIGCONT)  # it wakes believing it still leads
+    op = wait_for(lambda: finished(c), 90, "the successor finishes the recovery")
+    time.sleep(3 * TICK)  # give the old leader time to try anything
+    assert_each_evacuated_once(c, op)
+    log = (c.workdir / f"{first.holder}.log").read_text(errors="replace")
+    assert "lease" in log.lower(), log[-2000:]  # it noticed it lost the lease
+    lease = c.leader()
+    assert lease is not None and lease.holder != first.holder
