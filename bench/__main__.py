@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from bench import instance_ha, network_ha, sim_scale, sim_virtual
+from bench import instance_ha, network_ha, own_ha, sim_scale, sim_virtual
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> None:
@@ -39,7 +39,9 @@ def main() -> int:
     net = network_ha.run()
     table("network HA over HTTP: seconds from a network node's power loss", [net["sim"]])
     table("network HA on real Neutron 29: hastack vs Neutron's own failover", net["oracle"])
-    targets = {**ha["targets"], **net["targets"]}
+    own = own_ha.run()
+    table("hastack's own HA: etcd (3 members) and SIGKILLed leaders (3 controllers)", [own])
+    targets = {**ha["targets"], **net["targets"], **own_ha.targets(own)}
     table("targets", [{"target": k, "result": v} for k, v in targets.items()])
     report = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -48,6 +50,7 @@ def main() -> int:
         "sim_scale": rows,
         "instance_ha": ha,
         "network_ha": net,
+        "own_ha": own,
     }
     path = (args.out / "bench.json").resolve()
     path.write_text(json.dumps(report, indent=2) + "\n")
