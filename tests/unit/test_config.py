@@ -104,3 +104,23 @@ def test_config_check_command(tmp_path: pathlib.Path, capsys: pytest.CaptureFixt
     bad.write_text(yaml.safe_dump({"cloud": {"name": ""}}))
     assert main(["config", "check", str(bad)]) == 1
     assert "cloud.name" in capsys.readouterr().err
+
+
+def test_the_systemd_unit_runs_commands_the_cli_has() -> None:
+    """etc/systemd/hastack.service: every Exec line parses with hastack's own CLI."""
+    import shlex  # noqa: PLC0415
+
+    from hastack.cli.main import build_parser  # noqa: PLC0415
+
+    unit = SAMPLE.parent / "systemd" / "hastack.service"
+    execs = [
+        line.partition("=")[2]
+        for line in unit.read_text().splitlines()
+        if line.startswith(("ExecStart=", "ExecStartPre="))
+    ]
+    assert len(execs) == 2
+    for line in execs:
+        argv = shlex.split(line)
+        assert argv[0].endswith("/bin/hastack")
+        args = build_parser().parse_args(argv[1:])
+        assert callable(args.func)
