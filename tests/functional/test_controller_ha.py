@@ -57,11 +57,11 @@ class Cluster:
         self.store = EtcdStore(etcd.endpoints, SystemClock())
         self.controllers: dict[str, subprocess.Popen[bytes]] = {}
 
-    def config(self, name: str) -> Path:
+    def config(self, name: str, endpoints: list[str]) -> Path:
         raw = yaml.safe_load((self.sim.workdir / "hastack.yaml").read_text())
         raw["profile"] = "fast"
         raw["controller"] = {"name": name, "tick": TICK, "lease_ttl": LEASE_TTL}
-        raw["store"] = {"driver": "etcd", "endpoints": self.etcd.endpoints, "timeout": 1.0}
+        raw["store"] = {"driver": "etcd", "endpoints": endpoints, "timeout": 1.0}
         raw["segments"] = [
             {"name": "all", "hosts": ["*"], "recovery": {"protect": "all", "shared_storage": True}}
         ]
@@ -71,11 +71,21 @@ class Cluster:
         path.chmod(0o600)
         return path
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, endpoints: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
-        cmd = [sys.executable, "-m", "hastack", "serve", "--config", str(self.config(name))]
+        config = self.config(name, endpoints)
+        cmd = [sys.executable, "-m", "hastack", "serve", "--config", str(config)]
         self.controllers[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+
+    def start_all(self, *, own_member: bool = False) -> Lease:
+        """ctl-1..3, each with every etcd endpoint, or (``own_member``) only its own member's,
+        as when etcd runs beside each controller; returns the first leader's lease."""
+        for n, name in enumerate(("ctl-1", "ctl-2", "ctl-3")):
+            endpoints = [self.etcd.endpoints[n]] if own_member else self.etcd.endpoints
+            self.start(name, endpoints)
+        lease: Lease = wait_for(self.leader, 20, "a controller leads")
+        return lease
 
     def leader(self) -> Lease | None:
         with contextlib.suppress(Exception):
@@ -135,9 +145,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c = Cluster(sim, etcd, tmp_path)
         try:
             boot(c, VMS)
-            for name in ("ctl-1", "ctl-2", "ctl-3"):
-                c.start(name)
-            wait_for(c.leader, 20, "a controller leads")
             yield c
         finally:
             c.stop()
@@ -210,8 +217,7 @@ def test_sigkill_of_the_leader_mid_evacuation_is_finished_by_another_without_rep
     cluster: Cluster,
 ) -> None:
     c = cluster
-    first = c.leader()
-    assert first is not None
+    first = c.start_all()
     fail_host(c)
     wait_for(lambda: mid_evacuation(c), 60, "the leader in the middle of the evacuations")
     killed_at = time.monotonic()
@@ -235,8 +241,7 @@ def test_sigkill_of_the_leader_mid_evacuation_is_finished_by_another_without_rep
 
 def test_a_leader_frozen_past_its_lease_does_not_act_when_it_wakes(cluster: Cluster) -> None:
     c = cluster
-    first = c.leader()
-    assert first is not None
+    first = c.start_all()
     frozen = c.controllers[first.holder]
     fail_host(c)
     wait_for(lambda: mid_evacuation(c), 60, "the leader in the middle of the evacuations")
@@ -255,3 +260,38 @@ def test_a_leader_frozen_past_its_lease_does_not_act_when_it_wakes(cluster: Clus
     assert "lease" in log.lower(), log[-2000:]  # it noticed it lost the lease
     lease = c.leader()
     assert lease is not None and lease.holder != first.holder
+
+
+def test_etcd_losing_its_raft_leader_mid_evacuation_loses_nothing(cluster: Cluster) -> None:
+    c = cluster
+    c.start_all()
+    fail_host(c)
+    wait_for(lambda: mid_evacuation(c), 60, "the leader in the middle of the evacuations")
+    member = c.etcd.leader()
+    assert member is not None
+    c.etcd.kill(member)
+    op = wait_for(lambda: finished(c), 90, "the recovery finishes on the remaining members")
+    assert_each_evacuated_once(c, op)
+
+
+def test_a_controller_cut_off_from_etcd_stops_and_another_finishes(cluster: Cluster) -> None:
+    """Each controller talks to the etcd member beside it.  The leader's member freezes: the
+    leader cannot renew, so it must stop acting; the others still have a quorum and one of
+    them takes over."""
+    c = cluster
+    first = c.start_all(own_member=True)
+    fail_host(c)
+    wait_for(lambda: mid_evacuation(c), 60, "the leader in the middle of the evacuations")
+    index = int(first.holder.rpartition("-")[2]) - 1
+    c.etcd.pause(c.etcd.members[index])
+    try:
+        successor = wait_for(
+            lambda: (lease := c.leader()) is not None and lease.holder != first.holder and lease,
+            LEASE_TTL + 15,
+            "a controller that still reaches etcd takes the lease",
+        )
+        assert successor.epoch > first.epoch
+        op = wait_for(lambda: finished(c), 90, "the successor finishes the recovery")
+        assert_each_evacuated_once(c, op)
+    finally:
+        c.etcd.resume(c.etcd.members[index])
