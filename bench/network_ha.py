@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import pathlib
 import sys
 import tempfile
@@ -411,7 +410,6 @@ def oracle_run() -> list[dict[str, Any]]:
 
 def run() -> dict[str, Any]:
     logging.getLogger("hastack").setLevel(logging.WARNING)
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     sim = sim_run()
     oracle = oracle_run()
     return {
