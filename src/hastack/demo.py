@@ -1,14 +1,17 @@
-"""``hastack demo``: a simulated cloud, two host failures, and hastack recovering them live.
+"""``hastack demo``: a simulated cloud, three node failures, and hastack recovering them live.
 
-It starts a 20-host, 200-VM simulated cloud (Nova, Placement, Glance over HTTP; a real IPMI and
-Redfish BMC per host; a TCP probe port per host) and the hastack controller against it, with
-the same code and drivers ``hastack serve`` uses: openstacksdk, pyghmi, sushy, sqlite journal.
+It starts a 20-host, 200-VM simulated cloud with 3 network nodes and 30 routers (Nova,
+Placement, Glance, Neutron over HTTP; a real IPMI and Redfish BMC per node; a TCP probe port per
+node) and the hastack controller against it, with the same code and drivers ``hastack serve``
+uses: openstacksdk, pyghmi, sushy, sqlite journal.
 Two segments show mixed policies: ``gold`` protects every instance (shared storage), ``silver``
 only instances tagged ``HA_Enabled=True`` and never rebuilds local disks.
 
-It injects a power loss on a gold host and a kernel hang on a silver host, prints every
-decision as it happens, then a timeline (failure → declared → fenced → first evacuation →
-first and last instance ACTIVE) and checks the simulator's truth: no VM runs twice.
+It injects a power loss on a gold host, a kernel hang on a silver host and a power loss on a
+network node, prints every decision as it happens, then a timeline (failure → declared →
+fenced → first evacuation → first and last instance ACTIVE; routers moved and verified) and
+checks the simulator's truth: no VM runs twice, no router forwards from two hosts, every router
+of the dead node forwards elsewhere.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from hastack.config import load_config
 from hastack.controller import build_controller
 from hastack.engine.engine import TickReport
 from hastack.engine.journal import StepState
+from hastack.policy import netrecovery
 from hastack.sim import faults
 from hastack.sim.build import CloudSpec
 from hastack.sim.runner import RunningSim, SimOptions
@@ -37,6 +41,7 @@ from hastack.timeline import of_all
 
 POWER_HOST = "compute03"  # segment gold
 HANG_HOST = "compute14"  # segment silver
+NETWORK_NODE = "network02"
 DEADLINE = 240.0
 
 
@@ -99,14 +104,25 @@ def run(workdir: Path | None = None) -> int:
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("hastack").setLevel(logging.WARNING)  # the demo prints the events
     options = SimOptions(
-        spec=CloudSpec(hosts=20, instances=200, seed=42, ha_enabled_ratio=0.6),
+        spec=CloudSpec(
+            hosts=20,
+            instances=200,
+            seed=42,
+            ha_enabled_ratio=0.6,
+            network_nodes=3,
+            routers=30,
+            networks=10,
+        ),
         timing=SimConfig(evacuate_seconds=3.0),
         workdir=workdir,
     )
-    print("== hastack demo: instance HA on a simulated OpenStack cloud ==")
+    print("== hastack demo: instance and network HA on a simulated OpenStack cloud ==")
     with RunningSim(options) as sim:
         config = load_config(demo_config(sim, workdir))
-        print(f"  cloud       {sim.url} (20 hosts, 200 VMs; BMCs on IPMI and Redfish)")
+        print(
+            f"  cloud       {sim.url} (20 hosts, 200 VMs, 3 network nodes, 30 routers; "
+            "BMCs on IPMI and Redfish)"
+        )
         print(f"  config      {workdir / 'hastack-demo.yaml'} (profile {config.profile})")
         print("  segments    gold: compute01-10, every VM, shared storage")
         print("              silver: compute11-20, only HA_Enabled=True, local disks not rebuilt")
@@ -120,37 +136,49 @@ def run(workdir: Path | None = None) -> int:
             h: [i.id for i in sim.world.instances.values() if i.host == h]
             for h in (POWER_HOST, HANG_HOST)
         }
+        routers = _routers_on(sim, NETWORK_NODE)
         print(
             f"\nInjecting: power loss on {POWER_HOST} ({len(victims[POWER_HOST])} VMs), "
-            f"kernel hang on {HANG_HOST} ({len(victims[HANG_HOST])} VMs)\n"
+            f"kernel hang on {HANG_HOST} ({len(victims[HANG_HOST])} VMs), "
+            f"power loss on {NETWORK_NODE} ({len(routers)} routers)\n"
         )
         failed_at = time.time()
         start = time.monotonic()
         engine.listeners.append(Live(start))
         faults.fail(sim.world, POWER_HOST, "power")
         faults.fail(sim.world, HANG_HOST, "hang")
-        done = _wait(engine, start)
+        faults.fail(sim.world, NETWORK_NODE, "power")
+        done, routers_at = _wait(engine, start, sim, routers)
         engine.stop()
         thread.join(timeout=30)
         ops = [op for op, _ in engine.journal.operations()]
         controller.close()
         _report(sim, ops, failed_at, victims)
-        ok = done and _truth(sim)
+        _report_network(ops, failed_at, routers_at)
+        ok = done and _truth(sim, routers)
     print("\nDemo finished." if ok else "\nDemo finished with problems (see above).")
     return 0 if ok else 1
 
 
-def _wait(engine: Any, start: float) -> bool:
+def _wait(
+    engine: Any, start: float, sim: RunningSim, routers: list[str]
+) -> tuple[bool, float | None]:
+    """Until both hosts are recovered (or need a human) and every router of the dead network
+    node forwards elsewhere; the second's wall time too."""
+    routers_at: float | None = None
     while time.monotonic() - start < DEADLINE:
+        if routers_at is None and _forwarding_elsewhere(sim, routers) == len(routers):
+            routers_at = time.time()
         states = {h: engine.records.get(h) for h in (POWER_HOST, HANG_HOST)}
-        if all(
+        hosts_done = all(
             r is not None and r.state.value in ("recovered", "fence_failed")
             for r in states.values()
-        ):
-            return True
+        )
+        if hosts_done and routers_at is not None:
+            return True, routers_at
         time.sleep(0.5)
     print(f"  gave up waiting after {DEADLINE:.0f}s")
-    return False
+    return False, routers_at
 
 
 def _report(
@@ -193,7 +221,52 @@ def _report(
         print(f"  {host}: {_ipmi_power(sim, host)}")
 
 
-def _truth(sim: RunningSim) -> bool:
+def _routers_on(sim: RunningSim, node: str) -> list[str]:
+    with sim.world.lock:
+        state = sim.world.neutron
+        return sorted(
+            r
+            for r, bound in state.l3_bindings.items()
+            if any(state.agents[a].host == node for a in bound)
+        )
+
+
+def _forwarding_elsewhere(sim: RunningSim, routers: list[str]) -> int:
+    """How many of ``routers`` forward from exactly one host, not the dead network node."""
+    with sim.world.lock:
+        state = sim.world.neutron
+        return sum(
+            1
+            for r in routers
+            if len(hosts := state.forwarding(r)) == 1 and NETWORK_NODE not in hosts
+        )
+
+
+def _report_network(ops: list[Any], failed_at: float, all_forwarding: float | None) -> None:
+    moves = [
+        s
+        for op in ops
+        if op.kind == netrecovery.RECOVER_AGENT
+        for s in op.steps
+        if s.kind in (netrecovery.ROUTER, netrecovery.NETWORK)
+    ]
+    routers = [s for s in moves if s.kind == netrecovery.ROUTER]
+    verified = [s.updated for s in routers if s.state == StepState.DONE]
+    dhcp = [s for s in moves if s.kind == netrecovery.NETWORK and s.state == StepState.DONE]
+    print(f"\nNetwork HA: {NETWORK_NODE}")
+    print(f"  routers moved and verified: {len(verified)}/{len(routers)}")
+    if verified:
+        print(
+            f"  first verified t+{min(verified) - failed_at:.1f}s, "
+            f"last t+{max(verified) - failed_at:.1f}s"
+        )
+    if all_forwarding is not None:
+        took = all_forwarding - failed_at
+        print(f"  all forwarding elsewhere (the simulator's data plane) by t+{took:.1f}s")
+    print(f"  DHCP bindings restored: {len(dhcp)}")
+
+
+def _truth(sim: RunningSim, routers: list[str]) -> bool:
     with sim.world.lock:
         twice = [i.id for i in sim.world.instances.values() if len(i.running_on) > 1]
         stranded = [
@@ -204,4 +277,12 @@ def _truth(sim: RunningSim) -> bool:
     print("\nThe simulator's truth")
     print(f"  VMs running on two hosts: {len(twice)}")
     print(f"  VMs still running on the failed hosts: {len(stranded)}")
-    return not twice and not stranded
+    with sim.world.lock:
+        state = sim.world.neutron
+        doubled = [
+            r for r in state.routers if not state.routers[r].ha and len(state.forwarding(r)) > 1
+        ]
+    elsewhere = _forwarding_elsewhere(sim, routers)
+    print(f"  routers forwarding from two hosts: {len(doubled)}")
+    print(f"  {NETWORK_NODE}'s routers forwarding from one other host: {elsewhere}/{len(routers)}")
+    return not twice and not stranded and not doubled and elsewhere == len(routers)
