@@ -136,7 +136,8 @@ def run(workdir: Path | None = None) -> int:
             h: [i.id for i in sim.world.instances.values() if i.host == h]
             for h in (POWER_HOST, HANG_HOST)
         }
-        routers = _routers_on(sim, NETWORK_NODE)
+        with sim.world.lock:
+            routers = sim.world.neutron.routers_hosted_on(NETWORK_NODE)
         print(
             f"\nInjecting: power loss on {POWER_HOST} ({len(victims[POWER_HOST])} VMs), "
             f"kernel hang on {HANG_HOST} ({len(victims[HANG_HOST])} VMs), "
@@ -219,16 +220,6 @@ def _report(
     print("\nOutside view: the BMCs over ipmitool")
     for host in victims:
         print(f"  {host}: {_ipmi_power(sim, host)}")
-
-
-def _routers_on(sim: RunningSim, node: str) -> list[str]:
-    with sim.world.lock:
-        state = sim.world.neutron
-        return sorted(
-            r
-            for r, bound in state.l3_bindings.items()
-            if any(state.agents[a].host == node for a in bound)
-        )
 
 
 def _forwarding_elsewhere(sim: RunningSim, routers: list[str]) -> int:

@@ -40,12 +40,7 @@ def start(cloud: Callable[..., Harness]) -> Harness:
 
 def routers_on(h: Harness, host: str) -> list[str]:
     with h.world.lock:
-        state = h.world.neutron
-        return sorted(
-            r
-            for r, bound in state.l3_bindings.items()
-            if any(state.agents[a].host == host for a in bound)
-        )
+        return h.world.neutron.routers_hosted_on(host)
 
 
 def moved_and_forwarding(h: Harness, routers: list[str], dead: str) -> bool:

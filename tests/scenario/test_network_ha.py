@@ -32,12 +32,7 @@ def spec(seed: int, faults: list[Fault], **kw: object) -> ScenarioSpec:
 
 def routers_on(sc: Scenario, host: str) -> list[str]:
     with sc.world.lock:
-        state = sc.world.neutron
-        return sorted(
-            r
-            for r, bound in state.l3_bindings.items()
-            if any(state.agents[a].host == host for a in bound)
-        )
+        return sc.world.neutron.routers_hosted_on(host)
 
 
 def healthy_elsewhere(sc: Scenario, routers: list[str], dead: str) -> bool:

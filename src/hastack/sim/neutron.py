@@ -520,6 +520,14 @@ class NeutronState:
         self.agent(agent_id)
         return [self.routers[r] for r, bound in self.l3_bindings.items() if agent_id in bound]
 
+    def routers_hosted_on(self, host: str) -> list[str]:
+        """The ids of the routers with a binding on an agent of ``host``, sorted."""
+        return sorted(
+            r
+            for r, bound in self.l3_bindings.items()
+            if any(self.agents[a].host == host for a in bound)
+        )
+
     def ha_states(self, router_id: str) -> dict[str, str]:
         """Per-agent ha_state, with l3_hamode_db's rule for dead agents: an active binding on a
         dead agent reads ``standby`` while another agent lives, ``unknown`` when none does."""
