@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import multiprocessing
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,8 +23,9 @@ from hastack.clock import SystemClock, VirtualClock
 from hastack.drivers.store.etcd import EtcdStore
 from hastack.drivers.store.sqlite import SqliteStore
 from hastack.errors import LeadershipLost, RevisionConflict
-from hastack.etcd_cluster import LocalEtcdCluster, etcd_binary
+from hastack.etcd_cluster import LocalEtcdCluster
 from hastack.ports.store import Store
+from tests.etcd_required import require_etcd
 
 Factory = Callable[[], Store]
 
@@ -39,10 +39,7 @@ class RealTime(SystemClock):
 
 @pytest.fixture(scope="session")
 def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEtcdCluster]:
-    if etcd_binary() is None:
-        if os.environ.get("HASTACK_REQUIRE_ORACLE") == "1":
-            pytest.fail("etcd is required (apt-get install etcd-server) but not installed")
-        pytest.skip("etcd is not installed (apt-get install etcd-server)")
+    require_etcd()
     with LocalEtcdCluster(tmp_path_factory.mktemp("etcd")) as cluster:
         yield cluster
 

@@ -4,7 +4,6 @@ killed and restarted rejoins, and nothing reachable means StoreUnavailable, quic
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,8 @@ import pytest
 from hastack.clock import SystemClock
 from hastack.drivers.store.etcd import EtcdStore
 from hastack.errors import LeadershipLost, StoreUnavailable
-from hastack.etcd_cluster import LocalEtcdCluster, etcd_binary
+from hastack.etcd_cluster import LocalEtcdCluster
+from tests.etcd_required import require_etcd
 
 pytestmark = [pytest.mark.etcd, pytest.mark.timeout(120)]
 
@@ -22,10 +22,7 @@ pytestmark = [pytest.mark.etcd, pytest.mark.timeout(120)]
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalEtcdCluster]:
     """A cluster of its own: these tests kill members."""
-    if etcd_binary() is None:
-        if os.environ.get("HASTACK_REQUIRE_ORACLE") == "1":
-            pytest.fail("etcd is required (apt-get install etcd-server) but not installed")
-        pytest.skip("etcd is not installed (apt-get install etcd-server)")
+    require_etcd()
     with LocalEtcdCluster(tmp_path / "etcd") as c:
         yield c
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -25,9 +24,10 @@ from hastack.clock import SystemClock
 from hastack.drivers.store.etcd import EtcdStore
 from hastack.engine.engine import LEADER
 from hastack.engine.journal import Journal, Operation, OpState, StepState
-from hastack.etcd_cluster import LocalEtcdCluster, etcd_binary
+from hastack.etcd_cluster import LocalEtcdCluster
 from hastack.ports.store import Lease
 from hastack.sim.process import SimProcess, sim_process
+from tests.etcd_required import require_etcd
 
 pytestmark = [pytest.mark.etcd, pytest.mark.wire, pytest.mark.timeout(240)]
 
@@ -131,10 +131,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    if etcd_binary() is None:
-        if os.environ.get("HASTACK_REQUIRE_ORACLE") == "1":
-            pytest.fail("etcd is required (apt-get install etcd-server) but not installed")
-        pytest.skip("etcd is not installed (apt-get install etcd-server)")
+    require_etcd()
     args = ["--hosts", "6", "--instances", "0", "--seed", "4", "--evacuate-seconds", "4"]
     args += ["--report-interval", "2", "--service-down-time", "12", "--network-nodes", "0"]
     args += ["--host-vcpus", "160", "--host-memory-mb", "393216"]
