@@ -75,6 +75,27 @@ class ControllerConfig(_Strict):
     lease_ttl: float = Field(10.0, gt=0, le=300)
 
 
+class AgentsConfig(_Strict):
+    """Node agents (``hastack agent``) heartbeat here over UDP (docs/own-ha.md)."""
+
+    listen: str | None = Field(
+        None, description="address:port to receive agent heartbeats on, e.g. 0.0.0.0:7420"
+    )
+    key_file: str = Field("/etc/hastack/agent.key", description="the key shared with the agents")
+    peer_gap: float = Field(
+        5.0, gt=0, le=600, description="watchdog proof: the longest gap between a peer's acks"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            from hastack.agent.protocol import parse_address  # noqa: PLC0415
+
+            parse_address(value, 7420)
+        return value
+
+
 class DetectionOverrides(_Strict):
     nova_stale_after: float | None = Field(None, gt=0)
     probe_failures: int | None = Field(None, ge=1)
@@ -222,6 +243,7 @@ class Config(_Strict):
     guards: GuardsConfig = GuardsConfig()
     recovery: RecoveryConfig = RecoveryConfig()
     network: NetworkConfig = NetworkConfig()
+    agents: AgentsConfig = AgentsConfig()
     segments: tuple[SegmentConfig, ...] = (SegmentConfig(name="default", hosts=("*",)),)
     hosts: dict[str, HostConfig] = {}
 
@@ -324,6 +346,11 @@ def _check_fence_devices(config: Config) -> list[str]:
         for n, level in enumerate(hc.fencing):
             for d, spec in enumerate(level.devices):
                 where = f"hosts.{host}.fencing[{n}].devices[{d}]"
+                if isinstance(spec, Mapping) and spec.get("type") == "watchdog":
+                    if n != len(hc.fencing) - 1 or len(level.devices) != 1:
+                        problems.append(f"  {where}: a watchdog must be alone on the last level")
+                    if config.agents.listen is None:
+                        problems.append(f"  {where}: a watchdog needs agents.listen (the agents)")
                 try:
                     build_fence_device(spec, where=where)
                 except ValueError as exc:

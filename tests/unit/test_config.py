@@ -106,13 +106,14 @@ def test_config_check_command(tmp_path: pathlib.Path, capsys: pytest.CaptureFixt
     assert "cloud.name" in capsys.readouterr().err
 
 
-def test_the_systemd_unit_runs_commands_the_cli_has() -> None:
-    """etc/systemd/hastack.service: every Exec line parses with hastack's own CLI."""
+@pytest.mark.parametrize("unit_name", ["hastack.service", "hastack-agent.service"])
+def test_the_systemd_units_run_commands_the_cli_has(unit_name: str) -> None:
+    """etc/systemd/*.service: every Exec line parses with hastack's own CLI."""
     import shlex  # noqa: PLC0415
 
     from hastack.cli.main import build_parser  # noqa: PLC0415
 
-    unit = SAMPLE.parent / "systemd" / "hastack.service"
+    unit = SAMPLE.parent / "systemd" / unit_name
     execs = [
         line.partition("=")[2]
         for line in unit.read_text().splitlines()
@@ -124,3 +125,13 @@ def test_the_systemd_unit_runs_commands_the_cli_has() -> None:
         assert argv[0].endswith("/bin/hastack")
         args = build_parser().parse_args(argv[1:])
         assert callable(args.func)
+
+
+def test_the_agent_sample_is_valid() -> None:
+    from hastack.agent.config import load_agent_config  # noqa: PLC0415
+
+    config = load_agent_config(SAMPLE.parent / "hastack-agent.yaml.sample")
+    assert config.host == "compute01"
+    assert [c.name for c in config.checks] == ["nova-compute", "libvirtd", "ovs"]
+    assert config.self_fence.enabled is False
+    assert set(config.peer_addresses()) == {"compute02", "compute03"}

@@ -14,6 +14,10 @@ import enum
 class ProofKind(enum.StrEnum):
     POWER_OFF = "power-off-confirmed"  # every device of a fence level read back "off"
     OPERATOR = "operator-confirmed"  # an operator confirmed the host is off (audited)
+    WATCHDOG = "watchdog-self-fenced"  # its agent's lease expired and its watchdog period passed
+
+
+WATCHDOG_DEVICE = "watchdog:"  # the name of a watchdog "device" is this and the host's name
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ import dataclasses
 import enum
 from collections.abc import Sequence
 
-from hastack.domain.fencing import FenceAttempt, FenceProof, ProofKind
+from hastack.domain.fencing import WATCHDOG_DEVICE, FenceAttempt, FenceProof, ProofKind
 
 
 class StepKind(enum.StrEnum):
@@ -72,7 +72,10 @@ def next_step(
         if all(d in confirmed for d in devices):
             last = max(confirmed[d].at for d in devices)
             names = ", ".join(devices)
-            proof = FenceProof(host, ProofKind.POWER_OFF, names, last, f"level {number + 1}")
+            kind = ProofKind.POWER_OFF
+            if all(d.startswith(WATCHDOG_DEVICE) for d in devices):
+                kind = ProofKind.WATCHDOG  # configured alone on the last level (config.py)
+            proof = FenceProof(host, kind, names, last, f"level {number + 1}")
             return FencingStep(
                 StepKind.PROVEN,
                 f"{host} power off confirmed by {names} (level {number + 1})",

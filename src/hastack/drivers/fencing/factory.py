@@ -6,6 +6,7 @@ Shapes, as ``hastack sim serve`` writes them into ``hastack.yaml``::
     {"type": "redfish", "address": "https://10.0.0.7", "system": "/redfish/v1/Systems/1",
      "verify_tls": true, "username": "...", "password": "..."}
     {"type": "agent", "agent": "fence_apc", "options": {"ip": "...", "plug": 7}, "password": "..."}
+    {"type": "watchdog", "margin": 5.0, "max_wait": 120}   (self-fencing; alone, on the last level)
 
 A bad entry raises :class:`ValueError` naming the place (``where``) and the field, never a
 password's value.  Drivers are imported on demand, so configuring only agents never loads
@@ -24,6 +25,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     "ipmi": frozenset({"address", "port", "username", "password"}),
     "redfish": frozenset({"address", "system", "verify_tls", "username", "password"}),
     "agent": frozenset({"agent", "options", "password"}),
+    "watchdog": frozenset({"margin", "max_wait"}),
 }
 
 
@@ -83,6 +85,13 @@ class _Fields:
             raise self._fail(field, f"must be true or false, not {value!r}")
         return value
 
+    def number(self, field: str, default: float, low: float, high: float) -> float:
+        value = self.spec.get(field, default)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not low <= value <= high:
+            raise self._fail(field, f"must be a number from {low:g} to {high:g}, not {value!r}")
+        return float(value)
+
     def mapping(self, field: str) -> Mapping[str, Any]:
         value = self.spec.get(field, {})
         if not isinstance(value, Mapping):
@@ -123,8 +132,18 @@ def _agent(fields: _Fields) -> FenceDevice:
     return FenceAgentFencer(agent, dict(options), password)
 
 
+def _watchdog(fields: _Fields) -> FenceDevice:
+    from hastack.drivers.fencing.watchdog import WatchdogFence  # noqa: PLC0415
+
+    return WatchdogFence(
+        margin=fields.number("margin", 5.0, 0.0, 600.0),
+        max_wait=fields.number("max_wait", 120.0, 1.0, 3600.0),
+    )
+
+
 _BUILDERS: dict[str, Callable[[_Fields], FenceDevice]] = {
     "ipmi": _ipmi,
     "redfish": _redfish,
     "agent": _agent,
+    "watchdog": _watchdog,
 }

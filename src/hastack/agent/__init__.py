@@ -1,0 +1,1 @@
+"""``hastack agent``: the node agent (heartbeats, local checks, optional self-fencing)."""
