@@ -11,16 +11,21 @@ import dataclasses
 import fnmatch
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hastack.clock import Clock, SystemClock
 from hastack.config import Config
+from hastack.dynamic import DynamicSettings
 from hastack.engine.devices import FenceTopology
 from hastack.engine.engine import CONTROL, Engine, EngineOptions
+from hastack.errors import ConfigError
 from hastack.policy.recovery import Segment, Settings
 from hastack.ports.fencing import FenceDevice
 from hastack.ports.signals import SignalSource
 from hastack.ports.store import Store
+
+if TYPE_CHECKING:
+    from hastack.drivers.signals.agents import AgentListener
 
 
 class SegmentMap(Mapping[str, Segment]):
@@ -53,8 +58,10 @@ class SegmentMap(Mapping[str, Segment]):
         return sum(1 for s in self._cache.values() if s is not None)
 
 
-def build_topology(config: Config) -> FenceTopology:
+def build_topology(config: Config, agents: AgentListener | None = None) -> FenceTopology:
+    """Every host's fence devices; watchdog devices are bound to ``agents`` (the listener)."""
     from hastack.drivers.fencing.factory import build_fence_device  # noqa: PLC0415
+    from hastack.drivers.fencing.watchdog import WatchdogFence  # noqa: PLC0415
 
     hosts: dict[str, list[list[FenceDevice]]] = {}
     for host, hc in config.hosts.items():
@@ -65,7 +72,36 @@ def build_topology(config: Config) -> FenceTopology:
             ]
             for n, level in enumerate(hc.fencing)
         ]
+        for level_devices in hosts[host]:
+            for device in level_devices:
+                if isinstance(device, WatchdogFence):
+                    device.bind(host, agents)
     return FenceTopology(hosts)
+
+
+def open_agent_listener(config: Config, clock: Clock) -> AgentListener | None:
+    """The UDP endpoint of the node agents, when ``agents.listen`` is set (not started)."""
+    from hastack.agent.protocol import load_key, parse_address  # noqa: PLC0415
+    from hastack.drivers.signals.agents import DEFAULT_PORT, AgentListener  # noqa: PLC0415
+
+    if config.agents.listen is None:
+        return None
+    try:
+        key = load_key(config.agents.key_file)
+    except ValueError as exc:
+        raise ConfigError(f"agents.key_file: {exc}") from None
+    address = parse_address(config.agents.listen, DEFAULT_PORT)
+    try:
+        return AgentListener(
+            address,
+            key,
+            clock,
+            config.detection_profile(),
+            name=config.controller.name,
+            peer_gap=config.agents.peer_gap,
+        )
+    except OSError as exc:
+        raise ConfigError(f"agents.listen: cannot bind {config.agents.listen}: {exc}") from None
 
 
 def build_settings(config: Config, topology: FenceTopology) -> Settings:
@@ -116,14 +152,18 @@ def open_store(config: Config, clock: Clock) -> Store:
 class Controller:
     engine: Engine
     store: Store
+    agents: AgentListener | None = None
 
     def close(self) -> None:
         self.engine.close()
+        if self.agents is not None:
+            self.agents.close()
         self.store.close()
 
 
 def build_controller(config: Config, *, clock: Clock | None = None) -> Controller:
     """Everything ``hastack serve`` runs, wired from ``config``."""
+    from hastack.drivers.fencing.watchdog import WatchdogFence  # noqa: PLC0415
     from hastack.drivers.openstack.compute import NovaCompute  # noqa: PLC0415
     from hastack.drivers.openstack.connection import connect  # noqa: PLC0415
     from hastack.drivers.openstack.network import NeutronNetwork  # noqa: PLC0415
@@ -131,7 +171,8 @@ def build_controller(config: Config, *, clock: Clock | None = None) -> Controlle
     from hastack.drivers.signals.probe import TcpProbe  # noqa: PLC0415
 
     clock = clock or SystemClock()
-    topology = build_topology(config)
+    agents = open_agent_listener(config, clock)
+    topology = build_topology(config, agents)
     settings = build_settings(config, topology)
     conn = connect(config.cloud.clouds_yaml, config.cloud.name)
     compute = NovaCompute(
@@ -143,7 +184,14 @@ def build_controller(config: Config, *, clock: Clock | None = None) -> Controlle
     targets = {h: (hc.probe.address, hc.probe.port) for h, hc in config.hosts.items() if hc.probe}
     if targets:
         signals.append(TcpProbe(targets, settings.profile, timeout=config.detection.probe_timeout))
-    first = topology.first_level()
+    if agents is not None:
+        signals.append(agents)
+    # the BMC signal reads power; a watchdog "reading" would count the agent's silence twice
+    first = {
+        host: [d for d in devices if not isinstance(getattr(d, "device", d), WatchdogFence)]
+        for host, devices in topology.first_level().items()
+    }
+    first = {host: devices for host, devices in first.items() if devices}
     if first:
         # status reads are quick or useless: a dead BMC must not hold the tick for long
         signals.append(BmcPower(first, timeout=min(3.0, config.recovery.fence_timeout)))
@@ -170,8 +218,12 @@ def build_controller(config: Config, *, clock: Clock | None = None) -> Controlle
         hosts=config.hosts,
         network=network,
         net_settings=config.network.settings(),
+        dynamic=DynamicSettings(config, lambda c: build_settings(c, topology)),
     )
-    return Controller(engine, store)
+    if agents is not None:
+        agents.leadership = engine.leadership
+        agents.start()
+    return Controller(engine, store, agents)
 
 
 # ---------------------------------------------------------------- operator requests

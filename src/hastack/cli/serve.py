@@ -41,6 +41,9 @@ def register(sub: Any) -> None:
     check = csub.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_config_check)
+    from hastack.cli import config_cmd  # noqa: PLC0415 (it imports this module)
+
+    config_cmd.register(csub)  # show, set, unset: the cluster-wide dynamic configuration
 
     host = sub.add_parser("host", help="operator levers on one host")
     hsub = host.add_subparsers(dest="host_command", metavar="COMMAND")
@@ -104,10 +107,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except HastackError as exc:
         raise ServeError(str(exc)) from None
     engine = controller.engine
-    engine.listeners.append(_print_report)
+    engine.listeners.append(_Printer())
+    store = config.store
+    where = f"etcd {', '.join(store.endpoints)}" if store.driver == "etcd" else store.path
+    agents = controller.agents
+    heard = f", agents on udp {agents.address[0]}:{agents.address[1]}" if agents else ""
     print(
         f"hastack controller {config.controller.name}: cloud {config.cloud.name}, "
-        f"profile {config.profile}, store {config.store.path}",
+        f"profile {config.profile}, store {where}{heard}",
         flush=True,
     )
     if args.once:
@@ -130,9 +137,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(report: Any) -> None:
-    for event in report.events:
-        print(f"{time.strftime('%H:%M:%S')} {event.subject}: {event.message}", flush=True)
+class _Printer:
+    """Each event of a tick as a line; and, for a follower, who leads, whenever that changes."""
+
+    def __init__(self) -> None:
+        self.standby = ""
+
+    def __call__(self, report: Any) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        verdict = str(report.verdict)
+        if not report.leader:
+            if verdict != self.standby:
+                print(f"{stamp} {verdict}", flush=True)
+            self.standby = verdict
+            return
+        if self.standby:
+            print(f"{stamp} leading", flush=True)
+            self.standby = ""
+        for event in report.events:
+            print(f"{stamp} {event.subject}: {event.message}", flush=True)
 
 
 def _store(path: Path) -> Any:

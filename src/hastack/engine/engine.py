@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from hastack.clock import Clock
 from hastack.domain.fencing import FenceAttempt
@@ -42,7 +42,7 @@ from hastack.policy.detection import nova_reading
 from hastack.policy.fencing import OperatorConfirmation
 from hastack.ports.compute import ComputePort, ComputeService, EvacuationStatus, Workload
 from hastack.ports.network import NetworkPort, RouterHealth
-from hastack.ports.signals import SignalSource
+from hastack.ports.signals import Leadership, SignalSource
 from hastack.ports.store import Lease, Store
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,18 @@ class EngineOptions:
     workers: int = 32  # evacuate/start/force-down calls in flight
     fence_workers: int = 8
     inline: bool = False  # virtual time: run actions inside the tick
+
+
+class Reconfigure(Protocol):
+    """The cluster-wide dynamic configuration (:class:`hastack.dynamic.DynamicSettings`): the
+    store key of its document, and the settings, net settings and a line naming what changed
+    that a document gives; raises ConfigError when the document is invalid."""
+
+    key: str
+
+    def apply(
+        self, document: str | None
+    ) -> tuple[recovery.Settings, netrecovery.NetSettings, str]: ...
 
 
 @dataclasses.dataclass
@@ -88,8 +100,11 @@ class Engine:
         domains: Mapping[str, Mapping[str, str]] | None = None,
         network: NetworkPort | None = None,
         net_settings: netrecovery.NetSettings | None = None,
+        dynamic: Reconfigure | None = None,
     ) -> None:
         self.settings = settings
+        self.dynamic = dynamic
+        self._dynamic_revision = 0  # of the dynamic configuration applied (0: none stored)
         self.compute = compute
         self.network = network
         self.net_settings = net_settings or netrecovery.NetSettings()
@@ -111,6 +126,8 @@ class Engine:
         self.ops: dict[str, Operation] = {}
         self.revisions: dict[str, int] = {}
         self.lease: Lease | None = None
+        self.lease_since = 0.0  # when this controller took the current lease (its clock)
+        self._holder_expires: float | None = None  # standby: when the leader's lease ends
         self.running: set[tuple[str, str]] = set()
         self.outcomes: queue.SimpleQueue[recovery.Outcome] = queue.SimpleQueue()
         self.wake = threading.Event()
@@ -138,9 +155,19 @@ class Engine:
         keeper.start()
         while not self._stop.is_set():
             self.tick()
-            self.wake.wait(self.options.tick)
+            self.wake.wait(self._standby_delay())
             self.wake.clear()
         keeper.join(timeout=5)
+
+    def _standby_delay(self) -> float:
+        """A tick, but a follower whose leader's lease is about to end (it stopped renewing:
+        a live leader keeps two thirds of its TTL) wakes at that moment and then polls every
+        0.1 s, so that a takeover follows the store's expiry, not the next tick."""
+        tick, ends = self.options.tick, self._holder_expires
+        if self.lease is not None or ends is None:
+            return tick
+        left = ends - self.clock.now()
+        return min(tick, left + 0.05) if left > 0 else min(tick, 0.1)
 
     def _keep_lease(self) -> None:
         while not self._stop.wait(self.options.lease_ttl / 3):
@@ -192,8 +219,10 @@ class Engine:
     def _tick(self, now: float) -> TickReport:
         if not self._hold_lease():
             holder = self.store.current(LEADER)
+            self._holder_expires = holder.expires_at if holder else None
             who = holder.holder if holder else "nobody"
             return TickReport(now, f"standby: {who} leads", [], 0, False, 0.0)
+        self._follow_dynamic()
         if not self._loaded:
             self._load(now)
         self._drain(now)
@@ -281,6 +310,7 @@ class Engine:
 
     def _hold_lease(self) -> bool:
         if self.lease is None:
+            self.lease_since = self.clock.now()
             self.lease = self.store.acquire(LEADER, self.options.name, self.options.lease_ttl)
             if self.lease is not None:
                 log.info("leading with epoch %d", self.lease.epoch)
@@ -289,11 +319,45 @@ class Engine:
         self.lease = self.store.renew(self.lease, self.options.lease_ttl)
         return True
 
+    def leadership(self) -> Leadership:
+        """For the agent listener: whether this controller holds the lease right now, under
+        which epoch, and since when (measured before asking: never later than the truth)."""
+        lease = self.lease
+        if lease is None or lease.expires_at <= self.clock.now():
+            return Leadership(False)
+        return Leadership(True, lease.epoch, self.lease_since)
+
     def _step_down(self, why: str) -> None:
         if self.lease is not None:
             log.warning("stepping down: %s", why)
         self.lease = None
         self._loaded = False
+
+    def _follow_dynamic(self) -> None:
+        """Apply the dynamic configuration when its revision changed (one read per tick).  An
+        invalid document (written by hand) is refused once, loudly; the settings stay."""
+        if self.dynamic is None:
+            return
+        entry = self.store.get(self.dynamic.key)
+        revision = entry.revision if entry else 0
+        if revision == self._dynamic_revision:
+            return
+        self._dynamic_revision = revision
+        try:
+            settings, net_settings, changed = self.dynamic.apply(entry.value if entry else None)
+        except Exception as exc:  # a bad document must never stop recovery
+            log.error(
+                "dynamic configuration revision %d refused, settings unchanged: %s",
+                revision,
+                exc,
+                exc_info=not isinstance(exc, HastackError),
+            )
+            return
+        self.settings, self.net_settings = settings, net_settings
+        for source in self.signals.values():
+            if hasattr(source, "profile"):  # probes count failures against the profile
+                source.profile = settings.profile
+        log.info("dynamic configuration revision %d applied: %s", revision, changed)
 
     def _load(self, now: float) -> None:
         window = max((b.window for b in self.settings.guards.budgets), default=0.0)
