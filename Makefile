@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEBS := fence-agents ipmitool etcd-server
 PYTEST_ARGS ?=
 
-.PHONY: all setup debs oracle lint test test-fast demo bench clean
+.PHONY: all setup debs oracle lint test test-fast demo demo-ha bench clean
 
 all: test
 
@@ -52,6 +52,11 @@ test-fast: setup
 
 demo: setup debs
 	$(BIN)/python -m hastack demo
+
+# hastack's own HA: a 3-member etcd cluster, the simulator and three controllers; the leader is
+# killed mid-recovery. DEMO_ARGS=--keep-running keeps it all up until Ctrl-C.
+demo-ha: setup debs
+	$(BIN)/python -m hastack demo --ha $(DEMO_ARGS)
 
 # The network benchmark runs real Neutron beside hastack: it needs the Neutron oracle's venv.
 bench: setup debs

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hastack import __version__
-from hastack.cli import network, serve, sim
+from hastack.cli import agent, network, serve, sim
 from hastack.demo import run as run_demo
+from hastack.demo_ha import run as run_demo_ha
 
 
 class CliError(Exception):
@@ -26,9 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     sim.register(sub)
     serve.register(sub)
     network.register(sub)
+    agent.register(sub)
     demo = sub.add_parser("demo", help="run the demo against a simulated cloud")
-    demo.add_argument("--workdir", type=Path, help="where the simulator writes its files")
-    demo.set_defaults(func=lambda a: run_demo(a.workdir))
+    demo.add_argument("--workdir", type=Path, help="where the demo writes its files")
+    demo.add_argument(
+        "--ha",
+        action="store_true",
+        help="hastack's own HA: three controllers on a 3-member etcd cluster, the leader "
+        "killed in the middle of a recovery",
+    )
+    demo.add_argument(
+        "--keep-running", action="store_true", help="with --ha: stay up after it, until Ctrl-C"
+    )
+    demo.set_defaults(
+        func=lambda a: (
+            run_demo_ha(a.workdir, keep_running=a.keep_running) if a.ha else run_demo(a.workdir)
+        )
+    )
     return parser
 
 
@@ -41,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         result: int = args.func(args)
-    except (sim.SimCliError, serve.ServeError, CliError) as exc:
+    except (sim.SimCliError, serve.ServeError, agent.AgentError, CliError) as exc:
         print(f"hastack: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
