@@ -154,6 +154,22 @@ def test_lease_acquire_renew_expire_and_epochs(make) -> None:
     assert second is not None and second.epoch > first.epoch
 
 
+def test_a_restarted_controller_does_not_inherit_its_predecessors_token(make) -> None:
+    """Same name, another process (another store handle): it waits for the old lease to
+    expire and gets a new epoch; otherwise a frozen predecessor would share its token."""
+    factory, clock = make
+    old, restarted = factory(), factory()
+    first = old.acquire("leader", "ctl-1", ttl=2.0)
+    assert first is not None
+    assert restarted.acquire("leader", "ctl-1", ttl=2.0) is None
+    clock.advance(2.5)
+    assert eventually(lambda: restarted.current("leader") is None, clock)
+    second = restarted.acquire("leader", "ctl-1", ttl=2.0)
+    assert second is not None and second.epoch > first.epoch
+    with pytest.raises(LeadershipLost):
+        old.renew(first, ttl=2.0)
+
+
 def test_writes_guarded_by_a_lost_lease_are_refused(make) -> None:
     """The fencing token: once another controller holds the lease, the old one cannot write."""
     factory, clock = make

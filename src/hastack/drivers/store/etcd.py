@@ -30,9 +30,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 
@@ -69,6 +70,13 @@ def _prefix_end(prefix: str) -> str:
     return _b64("\0")  # every key
 
 
+class _Held(NamedTuple):
+    holder: str
+    lease_id: str
+    epoch: int  # the lease key's create revision: the fencing token
+    instance: str  # the store handle (process) that created it
+
+
 class EtcdStore:
     """:class:`hastack.ports.store.Store` on an etcd v3 cluster.
 
@@ -90,6 +98,7 @@ class EtcdStore:
         self._clock = clock
         self._timeout = timeout
         self._lease_prefix = lease_prefix
+        self._instance = os.urandom(8).hex()  # this handle: only it may re-take its own lease
         self._http = requests.Session()
         self._lock = threading.Lock()
 
@@ -199,14 +208,19 @@ class EtcdStore:
 
     # ------------------------------------------------------------------ leases
 
-    def _holder(self, name: str) -> tuple[str, str, int] | None:
-        """(holder, etcd lease id, epoch) of lease ``name``, or None when free."""
+    def _holder(self, name: str) -> _Held | None:
+        """Who holds lease ``name`` (None when free)."""
         kv = self._range(self._lease_prefix + name)
         if kv is None:
             return None
         try:
             doc = json.loads(_unb64(kv.get("value", "")))
-            return str(doc["holder"]), str(doc["lease"]), int(kv.get("create_revision", 0))
+            return _Held(
+                str(doc["holder"]),
+                str(doc["lease"]),
+                int(kv.get("create_revision", 0)),
+                str(doc.get("instance", "")),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreUnavailable(f"lease {name}: unreadable holder record: {exc}") from exc
 
@@ -220,12 +234,14 @@ class EtcdStore:
         seconds = max(1, math.ceil(ttl))
         held = self._holder(name)
         if held is not None:
-            who, lease_id, epoch = held
-            if who != holder:
+            # Only this very store handle may take its own lease back (after a failed tick):
+            # a restarted controller with the same name waits for the old lease to expire, or
+            # a frozen predecessor and it would share one fencing token.
+            if held.holder != holder or held.instance != self._instance:
                 return None
-            granted = self._keepalive(lease_id)
+            granted = self._keepalive(held.lease_id)
             if granted > 0:
-                return Lease(name, holder, epoch, sent + min(granted, seconds))
+                return Lease(name, holder, held.epoch, sent + min(granted, seconds))
             # expired between the read and the keep-alive: take it anew below
         grant = self._call("lease/grant", {"TTL": str(seconds)})
         lease_id = str(grant.get("ID", ""))
@@ -233,7 +249,7 @@ class EtcdStore:
         if not lease_id or granted <= 0:
             raise StoreUnavailable(f"etcd did not grant a lease: {grant.get('error', grant)}")
         key = _b64(self._lease_prefix + name)
-        record = _b64(json.dumps({"holder": holder, "lease": lease_id}))
+        record = _b64(json.dumps({"holder": holder, "lease": lease_id, "instance": self._instance}))
         data = self._call(
             "kv/txn",
             {
@@ -252,24 +268,24 @@ class EtcdStore:
         different ``ttl`` takes effect at the next acquire."""
         sent = self._clock.now()
         held = self._holder(lease.name)
-        if held is None or held[0] != lease.holder or held[2] != lease.epoch:
+        if held is None or held.holder != lease.holder or held.epoch != lease.epoch:
             raise LeadershipLost(f"lease {lease.name} epoch {lease.epoch} expired or taken")
-        granted = self._keepalive(held[1])
+        granted = self._keepalive(held.lease_id)
         if granted <= 0:
             raise LeadershipLost(f"lease {lease.name} epoch {lease.epoch} expired")
         return Lease(lease.name, lease.holder, lease.epoch, sent + min(granted, math.ceil(ttl)))
 
     def release(self, lease: Lease) -> None:
         held = self._holder(lease.name)
-        if held is not None and held[0] == lease.holder and held[2] == lease.epoch:
-            self._call("lease/revoke", {"ID": held[1]})
+        if held is not None and held.holder == lease.holder and held.epoch == lease.epoch:
+            self._call("lease/revoke", {"ID": held.lease_id})
 
     def current(self, name: str) -> Lease | None:
         sent = self._clock.now()
         held = self._holder(name)
         if held is None:
             return None
-        holder, lease_id, epoch = held
+        holder, lease_id, epoch = held.holder, held.lease_id, held.epoch
         # whole seconds left, rounded down; 0 (left out of the answer): under a second;
         # -1: etcd expired it
         left = int(self._call("lease/timetolive", {"ID": lease_id}).get("TTL", 0))

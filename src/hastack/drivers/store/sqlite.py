@@ -7,6 +7,7 @@ and for several processes on one machine (a restarted controller beside a dying 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ class SqliteStore:
     def __init__(self, path: str | Path, clock: Clock, *, timeout: float = 5.0) -> None:
         self._clock = clock
         self._lock = threading.Lock()
+        self._instance = os.urandom(8).hex()  # this handle: only it may re-take its own lease
         try:
             self._db = sqlite3.connect(
                 str(path), timeout=timeout, isolation_level=None, check_same_thread=False
@@ -44,6 +46,9 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(leases)")}
+            if "instance" not in columns:  # a journal from before the column existed
+                self._db.execute("ALTER TABLE leases ADD COLUMN instance TEXT NOT NULL DEFAULT ''")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open store {path}: {exc}") from exc
 
@@ -134,19 +139,19 @@ class SqliteStore:
         now = self._clock.now()
         with self._tx() as db:
             row = db.execute(
-                "SELECT holder, epoch, expires_at FROM leases WHERE name = ?", (name,)
+                "SELECT holder, epoch, expires_at, instance FROM leases WHERE name = ?", (name,)
             ).fetchone()
-            if row is not None and row[0] != holder and row[2] >= now:
-                return None
-            if row is not None and row[0] == holder and row[2] >= now:
-                epoch = int(row[1])
-            else:
-                epoch = self._next_revision(db)  # a new holder: a greater fencing token
+            mine = row is not None and row[0] == holder and row[3] == self._instance
+            if row is not None and not mine and row[2] >= now:
+                return None  # held, by another controller or an earlier process of this one
+            # the same handle keeps its token; a new holder gets a greater one
+            epoch = int(row[1]) if mine and row[2] >= now else self._next_revision(db)
             db.execute(
-                "INSERT INTO leases (name, holder, epoch, expires_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, epoch = excluded.epoch, "
-                "expires_at = excluded.expires_at",
-                (name, holder, epoch, now + ttl),
+                "INSERT INTO leases (name, holder, epoch, expires_at, instance) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, "
+                "epoch = excluded.epoch, expires_at = excluded.expires_at, "
+                "instance = excluded.instance",
+                (name, holder, epoch, now + ttl, self._instance),
             )
             return Lease(name, holder, epoch, now + ttl)
 
