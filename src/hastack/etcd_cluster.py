@@ -2,7 +2,8 @@
 
 For the tests, the benchmarks and the HA demo: each member gets free client and peer ports and
 its own data directory; :meth:`LocalEtcdCluster.start` returns once every member reports
-healthy.  Members can be killed, stopped (SIGSTOP) and restarted one by one to inject faults.
+healthy.  Members can be killed, stopped (SIGSTOP) and restarted one by one to inject faults,
+or all restarted together on their data directories after the whole cluster went down.
 """
 
 from __future__ import annotations
@@ -111,9 +112,13 @@ class LocalEtcdCluster:
 
     def start(self, timeout: float = 30.0) -> LocalEtcdCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for m in self.members:
-            self._spawn(m, "new")
-        self.wait_healthy(self.members, timeout)
+        try:
+            for m in self.members:
+                self._spawn(m, "new")
+            self.wait_healthy(self.members, timeout)
+        except BaseException:
+            self.stop()  # no member left behind when the cluster does not come up
+            raise
         return self
 
     def wait_healthy(self, members: list[Member], timeout: float = 30.0) -> None:
@@ -156,6 +161,15 @@ class LocalEtcdCluster:
         self.kill(m)
         self._spawn(m, "existing")
         self.wait_healthy([m], timeout)
+
+    def restart_all(self, timeout: float = 30.0) -> None:
+        """Start every member again on its data directory, all together (after the whole
+        cluster went down: one member alone has no quorum and never reports healthy)."""
+        for m in self.members:
+            self.kill(m)
+        for m in self.members:
+            self._spawn(m, "existing")
+        self.wait_healthy(self.members, timeout)
 
     def stop(self) -> None:
         for m in self.members:
