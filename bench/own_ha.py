@@ -29,7 +29,7 @@ from hastack.errors import HastackError, StoreUnavailable
 from hastack.etcd_cluster import LocalEtcdCluster, etcd_binary
 from hastack.sim.process import sim_process
 
-LEASE_TTL, TICK, KILLS = 3.0, 0.5, 3
+LEASE_TTL, TICK, KILLS = 3.0, 0.5, 5
 
 
 def _store_figures(cluster: LocalEtcdCluster) -> dict[str, Any]:

@@ -94,3 +94,27 @@ def test_nothing_reachable_is_store_unavailable_within_the_timeout() -> None:
     with pytest.raises(StoreUnavailable, match="etcd unreachable"):
         store.get("/k")
     assert time.monotonic() - start < 2.0
+
+
+def test_an_abandoned_lease_is_taken_as_it_ends_never_before(cluster: LocalEtcdCluster) -> None:
+    """etcd's lessor frees expired leases only every 500 ms; a contender that has read
+    "0 s left" twice, 1 s apart, revokes it itself.  Never before the holder's own expiry."""
+    clock = SystemClock()
+    for round_ in range(2):
+        holder = EtcdStore(cluster.endpoints, clock)
+        contender = EtcdStore(cluster.endpoints, clock)
+        name = f"leader-{round_}"
+        abandoned = holder.acquire(name, "ctl-a", ttl=3.0)
+        assert abandoned is not None
+        taken = None
+        while taken is None:
+            assert clock.now() < abandoned.expires_at + 2.0, "never taken"
+            taken = contender.acquire(name, "ctl-b", ttl=3.0)
+            if taken is None:
+                time.sleep(0.05)
+        at = clock.now()
+        assert at >= abandoned.expires_at, "taken while the holder still believed it held it"
+        assert at <= abandoned.expires_at + 0.35, at - abandoned.expires_at
+        assert taken.epoch > abandoned.epoch
+        with pytest.raises(LeadershipLost):
+            holder.renew(abandoned, 3.0)

@@ -17,6 +17,13 @@ How the :mod:`hastack.ports.store` contract maps onto etcd:
   finds another create revision, or none, and is refused.
 - ``expires_at`` is the local clock when the grant or keep-alive was *sent*, plus the TTL: never
   later than etcd's own expiry, so a holder stops acting before etcd frees the lease.
+- A lease past its expiry is revoked by the next contender rather than left to etcd, whose
+  leader looks for expired leases only every 500 ms.  etcd reports the time left in whole
+  seconds, rounded toward zero, so an answer of 0 read at ``t`` means the lease ends before
+  ``t + 1``; a second 0, read 1 s later (this process's monotonic clock) and before a
+  keep-alive could have been hidden by it, proves it ended, and the contender revokes it and
+  takes the key.  The holder's own ``expires_at`` was earlier still, so it has stopped acting;
+  its token check refuses anything after.
 
 Endpoints: every request goes to the endpoint that answered last; a connection error, a
 timeout or a 5xx tries the next one, and :class:`~hastack.errors.StoreUnavailable` is raised
@@ -32,6 +39,7 @@ import json
 import math
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -99,6 +107,7 @@ class EtcdStore:
         self._timeout = timeout
         self._lease_prefix = lease_prefix
         self._instance = os.urandom(8).hex()  # this handle: only it may re-take its own lease
+        self._ending: dict[str, tuple[float, float]] = {}  # lease id -> etcd's first "0 s left"
         self._http = requests.Session()
         self._lock = threading.Lock()
 
@@ -224,6 +233,28 @@ class EtcdStore:
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreUnavailable(f"lease {name}: unreadable holder record: {exc}") from exc
 
+    def _expired(self, held: _Held) -> bool:
+        """Whether ``held``'s etcd lease has certainly ended (module docstring): two answers
+        of "0 s left" at least 1 s apart, and less than ``granted - 1`` s apart, so that no
+        keep-alive can have come between them (it would have reset the lease to ``granted``
+        seconds; etcd refuses keep-alives once a lease has expired)."""
+        sent = time.monotonic()
+        data = self._call("lease/timetolive", {"ID": held.lease_id})
+        received = time.monotonic()
+        left, granted = int(data.get("TTL", 0)), int(data.get("grantedTTL", 0))
+        first = self._ending.get(held.lease_id)
+        if left != 0 or granted < 3:  # gone, alive, or too short to reason about
+            self._ending.pop(held.lease_id, None)
+            return False
+        # first: (sent, received) of the first 0; it ended before first-received + 1
+        if first is None or received - first[0] >= granted - 1:
+            self._ending[held.lease_id] = (sent, received)
+            if len(self._ending) > 64:  # leases seen ending long ago
+                for lease_id in list(self._ending)[:32]:
+                    self._ending.pop(lease_id)
+            return False
+        return sent - first[1] >= 1.0  # etcd read this after the end: no keep-alive since
+
     def _keepalive(self, lease_id: str) -> int:
         """Renew etcd lease ``lease_id``; its remaining TTL in seconds (0: gone)."""
         data = self._call("lease/keepalive", {"ID": lease_id})
@@ -233,12 +264,19 @@ class EtcdStore:
         sent = self._clock.now()
         seconds = max(1, math.ceil(ttl))
         held = self._holder(name)
-        if held is not None:
-            # Only this very store handle may take its own lease back (after a failed tick):
-            # a restarted controller with the same name waits for the old lease to expire, or
-            # a frozen predecessor and it would share one fencing token.
-            if held.holder != holder or held.instance != self._instance:
+        # Only this very store handle may take its own lease back (after a failed tick): a
+        # restarted controller with the same name waits for the old lease to end, or a frozen
+        # predecessor and it would share one fencing token.
+        if held is not None and (held.holder != holder or held.instance != self._instance):
+            if not self._expired(held):
                 return None
+            try:
+                self._call("lease/revoke", {"ID": held.lease_id})  # ended: see the docstring
+            except StoreUnavailable as exc:
+                if "lease not found" not in str(exc):  # etcd revoked it first: as good
+                    raise
+            held = None
+        if held is not None:
             granted = self._keepalive(held.lease_id)
             if granted > 0:
                 return Lease(name, holder, held.epoch, sent + min(granted, seconds))
