@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from bench import instance_ha, network_ha, own_ha, sim_scale, sim_virtual
+from bench import agents, instance_ha, network_ha, own_ha, sim_scale, sim_virtual
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> None:
@@ -41,7 +41,10 @@ def main() -> int:
     table("network HA on real Neutron 29: hastack vs Neutron's own failover", net["oracle"])
     own = own_ha.run()
     table("hastack's own HA: etcd (3 members) and SIGKILLed leaders (3 controllers)", [own])
-    targets = {**ha["targets"], **net["targets"], **own_ha.targets(own)}
+    fleet = agents.run()
+    table("node agents heartbeating to one controller over UDP (1 beat/s each)", fleet["scale"])
+    table("heartbeat transports: the receiving side's CPU per heartbeat", fleet["transports"])
+    targets = {**ha["targets"], **net["targets"], **own_ha.targets(own), **agents.targets(fleet)}
     table("targets", [{"target": k, "result": v} for k, v in targets.items()])
     report = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -51,6 +54,7 @@ def main() -> int:
         "instance_ha": ha,
         "network_ha": net,
         "own_ha": own,
+        "agents": fleet,
     }
     path = (args.out / "bench.json").resolve()
     path.write_text(json.dumps(report, indent=2) + "\n")
