@@ -27,8 +27,7 @@ import yaml
 
 from hastack.config import load_config
 from hastack.controller import build_controller
-from hastack.drivers.openstack.connection import connect
-from hastack.sim.process import sim_process
+from hastack.sim.process import boot_servers, sim_process
 from hastack.timeline import of_all
 
 log = logging.getLogger(__name__)
@@ -48,34 +47,6 @@ def _config(workdir: Path, profile: str, **recovery: Any) -> Any:
     return load_config(path)
 
 
-def _boot_on(workdir: Path, host: str, count: int) -> None:
-    """Boot ``count`` one-vCPU servers on ``host`` through Nova (admin, forced host)."""
-    conn = connect(workdir / "clouds.yaml", "hastack-sim")
-    flavor = next(f for f in conn.compute.flavors() if f.vcpus == 1)
-    image = next(iter(conn.image.images()))
-    for n in range(count):
-        conn.compute.post(
-            "/servers",
-            json={
-                "server": {
-                    "name": f"bench-{n:04d}",
-                    "flavorRef": flavor.id,
-                    "imageRef": image.id,
-                    "networks": "none",
-                    "availability_zone": f"nova:{host}",
-                }
-            },
-            microversion="2.37",
-        )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        servers = list(conn.compute.servers(all_projects=True, compute_host=host))
-        if len(servers) >= count and all(s.status == "ACTIVE" for s in servers):
-            break
-        time.sleep(1)
-    conn.close()
-
-
 def _control(workdir: Path, host: str, mode: str) -> float:
     state = yaml.safe_load((workdir / "hastack-sim.json").read_text())
     at = time.time()
@@ -88,7 +59,7 @@ def _recover(workdir: Path, profile: str, vms: int, host: str = "compute01") -> 
     args = ["--hosts", "30", "--instances", "0", "--seed", "3", "--evacuate-seconds", "3"]
     args += ["--host-vcpus", "160", "--host-memory-mb", "393216"]
     with sim_process(workdir, args):
-        _boot_on(workdir, host, vms)
+        boot_servers(workdir, host, vms, prefix="bench")
         config = _config(workdir, profile)
         controller = build_controller(config)
         engine = controller.engine

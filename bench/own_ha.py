@@ -27,7 +27,7 @@ from hastack.drivers.store.etcd import EtcdStore
 from hastack.engine.engine import LEADER
 from hastack.errors import HastackError, StoreUnavailable
 from hastack.etcd_cluster import LocalEtcdCluster, etcd_binary
-from hastack.sim.process import sim_process
+from hastack.sim.process import sim_process, stop_processes
 
 LEASE_TTL, TICK, KILLS = 3.0, 0.5, 5
 
@@ -104,14 +104,7 @@ def _takeovers(workdir: Path, cluster: LocalEtcdCluster) -> list[float]:
                 procs[held[0]].wait(10)
                 procs[held[0]] = _controller(workdir, sim.workdir, cluster, held[0])
         finally:
-            for proc in procs.values():
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-            for proc in procs.values():
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(procs.values())
             store.close()
     return out
 

@@ -42,7 +42,7 @@ from hastack.errors import HastackError
 from hastack.etcd_cluster import LocalEtcdCluster, etcd_binary
 from hastack.policy import recovery
 from hastack.ports.store import Lease
-from hastack.sim.process import SimProcess, sim_process
+from hastack.sim.process import SimProcess, sim_process, stop_processes
 
 NAMES = ("ctl-1", "ctl-2", "ctl-3")
 LEASE_TTL = 3.0  # a dead leader is replaced after this, plus up to a tick
@@ -113,15 +113,7 @@ class Stage:
         proc.wait(10)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_processes(self.procs.values())
         self.store.close()
 
     def leader(self) -> Lease | None:

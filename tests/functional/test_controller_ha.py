@@ -27,7 +27,7 @@ from hastack.engine.engine import LEADER
 from hastack.engine.journal import Journal, Operation, OpState, StepState
 from hastack.etcd_cluster import LocalEtcdCluster
 from hastack.ports.store import Lease
-from hastack.sim.process import SimProcess, sim_process
+from hastack.sim.process import SimProcess, boot_servers, sim_process, stop_processes
 from tests.etcd_required import require_etcd
 
 pytestmark = [pytest.mark.etcd, pytest.mark.wire, pytest.mark.timeout(240)]
@@ -130,16 +130,7 @@ class Cluster:
         return [m["instance_uuid"] for m in data["migrations"]]
 
     def stop(self) -> None:
-        for proc in self.controllers.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-        for proc in self.controllers.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_processes(self.controllers.values())
         self.store.close()
 
 
@@ -162,34 +153,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def boot(c: Cluster, count: int) -> None:
-    from hastack.drivers.openstack.connection import connect  # noqa: PLC0415
-
-    conn = connect(c.sim.workdir / "clouds.yaml", "hastack-sim")
-    try:
-        flavor = next(f for f in conn.compute.flavors() if f.vcpus == 1)
-        image = next(iter(conn.image.images()))
-        for n in range(count):
-            conn.compute.post(
-                "/servers",
-                json={
-                    "server": {
-                        "name": f"ha-{n:02d}",
-                        "flavorRef": flavor.id,
-                        "imageRef": image.id,
-                        "networks": "none",
-                        "availability_zone": f"nova:{HOST}",
-                    }
-                },
-                microversion="2.37",
-            )
-
-        def active() -> bool:
-            servers = list(conn.compute.servers(all_projects=True, compute_host=HOST))
-            return len(servers) == count and all(s.status == "ACTIVE" for s in servers)
-
-        wait_for(active, 60, f"{count} servers ACTIVE on {HOST}")
-    finally:
-        conn.close()
+    boot_servers(c.sim.workdir, HOST, count, prefix="ha", timeout=60)
 
 
 def fail_host(c: Cluster) -> None:

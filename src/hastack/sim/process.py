@@ -1,17 +1,19 @@
 """Run ``hastack sim serve`` as a separate process, the way an operator runs it.
 
-Tests and benchmarks use this so they exercise the real command line and keep the simulator's
-CPU off their own interpreter.
+Tests, benchmarks and ``hastack demo --ha`` use this so they exercise the real command line and
+keep the simulator's CPU off their own interpreter; also here: booting servers on one host of
+such a simulator through Nova, and stopping the processes they started.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,3 +59,50 @@ def sim_process(workdir: Path, args: Sequence[str], timeout: float = 60) -> Iter
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 20) -> None:
+    """SIGTERM every process (a stopped one is continued first), then wait; SIGKILL what has
+    not exited after ``timeout`` seconds."""
+    procs = list(procs)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGCONT)
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def boot_servers(
+    workdir: Path, host: str, count: int, *, prefix: str = "vm", timeout: float = 120
+) -> None:
+    """Boot ``count`` one-vCPU servers on ``host`` through Nova (admin, forced host) of the
+    simulator whose files are in ``workdir``; return once all are ACTIVE, else TimeoutError."""
+    from hastack.drivers.openstack.connection import connect  # noqa: PLC0415 (openstacksdk)
+
+    conn = connect(workdir / "clouds.yaml", "hastack-sim")
+    try:
+        flavor = next(f for f in conn.compute.flavors() if f.vcpus == 1)
+        image = next(iter(conn.image.images()))
+        for n in range(count):
+            server = {
+                "name": f"{prefix}-{n:04d}",
+                "flavorRef": flavor.id,
+                "imageRef": image.id,
+                "networks": "none",
+                "availability_zone": f"nova:{host}",
+            }
+            conn.compute.post("/servers", json={"server": server}, microversion="2.37")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            servers = list(conn.compute.servers(all_projects=True, compute_host=host))
+            if len(servers) >= count and all(s.status == "ACTIVE" for s in servers):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"{count} servers not ACTIVE on {host} within {timeout:g}s")
+    finally:
+        conn.close()
