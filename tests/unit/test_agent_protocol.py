@@ -68,6 +68,19 @@ def test_key_file_errors_never_show_the_key(tmp_path: Path) -> None:
         load_key(tmp_path / "missing")
 
 
+def test_a_key_readable_by_others_is_used_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "agent.key"
+    path.write_text(KEY.decode() + "\n")
+    path.chmod(0o600)
+    assert load_key(path) == KEY
+    assert not caplog.records
+    path.chmod(0o644)
+    assert load_key(path) == KEY
+    assert "readable by others" in caplog.text
+
+
 # ---------------------------------------------------------------- configuration
 
 

@@ -22,10 +22,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"HS1"
 _DIGEST = 32
@@ -47,6 +50,8 @@ def load_key(path: str | Path) -> bytes:
         raise ValueError(f"{p}: cannot read the agent key: {exc.strerror}") from None
     if len(key) < 16:
         raise ValueError(f"{p}: the agent key must be at least 16 bytes (it has {len(key)})")
+    if p.stat().st_mode & 0o077:
+        log.warning("%s: the agent key is readable by others (chmod 600 it)", p)
     return key
 
 
