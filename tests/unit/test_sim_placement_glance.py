@@ -4,7 +4,6 @@ openstacksdk against a live server on 127.0.0.1."""
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,19 +255,16 @@ def test_allocation_candidates(api: Api) -> None:
         assert r2.status_code == 400, bad
 
 
-def test_ten_thousand_providers_list_fast() -> None:
+def test_ten_thousand_providers_listed() -> None:
+    """All 10,000, and one's usages.  (How fast: `make bench`, simulator scale over HTTP.)"""
     api = Api(make_cloud(hosts=10_000, instances=2_000))
-    api.get("/placement/resource_providers", "1.14")  # warm up
-    start = time.perf_counter()
     r = api.get("/placement/resource_providers", "1.14")
-    elapsed = time.perf_counter() - start
-    assert len(r.json["resource_providers"]) == 10_000
-    assert elapsed < 1.0, elapsed
-    start = time.perf_counter()
+    providers = r.json["resource_providers"]
+    assert len(providers) == 10_000
+    assert len({p["uuid"] for p in providers}) == 10_000
     last = list(api.world.hosts.values())[-1].hypervisor_id
-    for _ in range(100):
-        api.get(f"/placement/resource_providers/{last}/usages")
-    assert time.perf_counter() - start < 1.0
+    usages = api.get(f"/placement/resource_providers/{last}/usages")
+    assert usages.status_code == 200 and "VCPU" in usages.json["usages"]
 
 
 # ---------------------------------------------------------------------- glance
