@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -231,11 +232,23 @@ def build_controller(config: Config, *, clock: Clock | None = None) -> Controlle
 
 def request(store: Store, kind: str, host: str = "", body: Mapping[str, Any] | None = None) -> None:
     """Record an operator request (``confirm``, ``maintenance``, ``rejoin``, ``paused``) for
-    the leader to pick up on its next tick.  Unguarded by the lease: operators are not leaders."""
+    the leader to pick up on its next tick, and first in the audit trail with the operator
+    (``body["operator"]``) and comment.  Unguarded by the lease: operators are not leaders."""
+    body = dict(body or {})
     key = f"{CONTROL}{kind}/{host}" if host else f"{CONTROL}{kind}"
-    store.put(key, json.dumps(dict(body or {}), sort_keys=True))
+    comment = f": {body['comment']}" if body.get("comment") else ""
+    _audit_request(store, host, f"request {kind}{comment}", str(body.get("operator", "?")))
+    store.put(key, json.dumps(body, sort_keys=True))
 
 
-def withdraw(store: Store, kind: str, host: str = "") -> None:
+def withdraw(store: Store, kind: str, host: str = "", *, operator: str = "?") -> None:
     key = f"{CONTROL}{kind}/{host}" if host else f"{CONTROL}{kind}"
+    _audit_request(store, host, f"withdraw {kind}", operator)
     store.delete(key)
+
+
+def _audit_request(store: Store, host: str, message: str, operator: str) -> None:
+    from hastack.engine.audit import AuditEntry, AuditTrail  # noqa: PLC0415
+
+    entry = AuditEntry(time.time(), host or "cluster", message, f"operator {operator}", "request")
+    AuditTrail(store).record([entry])

@@ -17,7 +17,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,7 @@ def register(csub: Any) -> None:
     unset.add_argument("--all", action="store_true", help="drop every override")
     for p in (put, unset):
         p.add_argument("--config", type=Path, required=True)
+        p.add_argument("--operator", default=getpass.getuser(), help="for the audit trail")
         p.add_argument(
             "--revision",
             type=int,
@@ -117,11 +121,25 @@ def cmd_unset(args: argparse.Namespace) -> int:
     return _update(args, unset=args.keys, reset=args.all)
 
 
+def _audit(store: Any, operator: str, message: str) -> None:
+    from hastack.engine.audit import AuditEntry, AuditTrail  # noqa: PLC0415
+
+    entry = AuditEntry(time.time(), "cluster", message, f"operator {operator}", "request")
+    try:
+        AuditTrail(store).record([entry])
+    except HastackError as exc:  # the change is written: say so, and that its audit is not
+        print(f"warning: written, but not in the audit trail: {exc}", file=sys.stderr)
+
+
 def _update(args: argparse.Namespace, **change: Any) -> int:
     config = _config(args.config)
     store = _store(args.config)
     try:
         done = dynamic.update(store, config, expect=args.revision, **change)
+        if done.changes:
+            _audit(
+                store, args.operator, f"config revision {done.revision}: " + "; ".join(done.changes)
+            )
     except RevisionConflict as exc:
         raise ServeError(
             f"not written: the dynamic configuration was changed by someone else "

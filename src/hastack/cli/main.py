@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hastack import __version__
-from hastack.cli import agent, network, serve, sim
+from hastack.cli import agent, events, network, serve, sim
 from hastack.demo import run as run_demo
 from hastack.demo_ha import run as run_demo_ha
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub)
     network.register(sub)
     agent.register(sub)
+    events.register(sub)
     demo = sub.add_parser("demo", help="run the demo against a simulated cloud")
     demo.add_argument("--workdir", type=Path, help="where the demo writes its files")
     demo.add_argument(

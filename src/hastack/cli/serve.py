@@ -183,7 +183,7 @@ def cmd_host(args: argparse.Namespace) -> int:
         elif args.action == "maintenance-on":
             request(store, "maintenance", args.host, body)
         elif args.action == "maintenance-off":
-            withdraw(store, "maintenance", args.host)
+            withdraw(store, "maintenance", args.host, operator=args.operator)
         elif args.action == "rejoin":
             request(store, "rejoin", args.host, body)
     finally:
@@ -202,7 +202,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         if args.action == "pause":
             request(store, "paused", body=body)
         elif args.action == "resume":
-            withdraw(store, "paused")
+            withdraw(store, "paused", operator=args.operator)
         else:
             request(store, "cliff-ack", body=body)
     finally:

@@ -28,6 +28,7 @@ from hastack.clock import Clock
 from hastack.domain.fencing import FenceAttempt
 from hastack.domain.hosts import HostObservation, HostRecord, HostState, Reading, Signal
 from hastack.domain.network import AgentInfo
+from hastack.engine.audit import AuditEntry, AuditTrail
 from hastack.engine.devices import FenceTopology
 from hastack.engine.journal import Journal, Operation, OpState, StepState
 from hastack.errors import (
@@ -127,6 +128,7 @@ class Engine:
         self.revisions: dict[str, int] = {}
         self.lease: Lease | None = None
         self.lease_since = 0.0  # when this controller took the current lease (its clock)
+        self.audit = AuditTrail(store)
         self._holder_expires: float | None = None  # standby: when the leader's lease ends
         self.running: set[tuple[str, str]] = set()
         self.outcomes: queue.SimpleQueue[recovery.Outcome] = queue.SimpleQueue()
@@ -246,6 +248,7 @@ class Engine:
             verdict += "; " + net.verdict
         for event in events:
             self._log_event(event)
+        self._audit(now, events, verdict)
         self._start_all(runs, now)
         if self.options.inline:
             self._drain(now)
@@ -756,6 +759,17 @@ class Engine:
 
     def _log_event(self, event: recovery.Event) -> None:
         log.info("%s: %s", event.subject, event.message)
+
+    def _audit(self, now: float, events: Sequence[recovery.Event], verdict: str) -> None:
+        """This tick's decisions, and its verdict when it changed, into the audit trail
+        (written under the lease, before any action of this tick starts)."""
+        assert self.lease is not None
+        by = f"{self.options.name} (epoch {self.lease.epoch})"
+        entries = [AuditEntry(now, e.subject, e.message, by) for e in events]
+        if verdict != self.last_verdict:
+            entries.append(AuditEntry(now, "cluster", verdict, by, "verdict"))
+        self.audit.record(entries, self.lease)
+        self.audit.prune(now, self.lease)
 
 
 def summarize(ops: Iterable[Operation]) -> list[dict[str, Any]]:
