@@ -200,9 +200,11 @@ class NodeAgent:
     # ------------------------------------------------------------ self-fencing
 
     def guard(self) -> None:
-        """Decide whether to feed the watchdog (policy.selffence.should_feed), and do it."""
+        """Decide whether to feed the watchdog (policy.selffence.should_feed), and do it.
+        Once it has stopped, it never feeds again: a self-fence, once begun, completes (an
+        ack arriving in the watchdog's last seconds does not undo it)."""
         sf = self.config.self_fence
-        if not sf.enabled or self.watchdog is None:
+        if not sf.enabled or self.watchdog is None or not self.feeding:
             return
         now = self._monotonic()
         with self._lock:
@@ -212,10 +214,14 @@ class NodeAgent:
         if now - since >= sf.after and self._peers:
             ages = self.ask_peers(min(1.0, self.config.interval / 2))
         decision = should_feed(self._monotonic(), last, self.started, sf.after, ages)
-        if decision.feed != self.feeding or decision.reason != self.feed_reason:
-            level = logging.INFO if decision.feed else logging.CRITICAL
-            if decision.feed != self.feeding or not decision.feed:
-                log.log(level, "watchdog: %s", decision.reason)
+        if not decision.feed:
+            log.critical(
+                "watchdog: %s; the watchdog resets this node within %ds",
+                decision.reason,
+                sf.timeout,
+            )
+        elif decision.reason.split()[0] != self.feed_reason.split()[0]:  # leader / no leader
+            log.info("watchdog: %s", decision.reason)
         self.feeding, self.feed_reason = decision.feed, decision.reason
         if decision.feed:
             try:
