@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +28,12 @@ from hastack.clock import SystemClock
 from hastack.drivers.signals.agents import AgentListener
 from hastack.policy.detection import PROFILES
 from hastack.ports.signals import Leadership
+from tests.functional.harness import wait_for
 
 pytestmark = [pytest.mark.wire, pytest.mark.timeout(120)]
 
 KEY = "agent-test-key-0123456789"
 AFTER, WD, INTERVAL = 1.5, 1, 0.25
-
-
-def wait_for(check: Callable[[], Any], seconds: float, what: str) -> float:
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > seconds:
-            pytest.fail(f"not within {seconds:g}s: {what}")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 class Relay:
