@@ -83,7 +83,11 @@ class AgentsConfig(_Strict):
     )
     key_file: str = Field("/etc/hastack/agent.key", description="the key shared with the agents")
     peer_gap: float = Field(
-        5.0, gt=0, le=600, description="watchdog proof: the longest gap between a peer's acks"
+        5.0,
+        gt=0,
+        le=600,
+        description="watchdog proof: the longest gap between a peer's acks; below half of "
+        "the agents' self_fence.after",
     )
 
     @field_validator("listen")

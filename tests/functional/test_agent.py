@@ -93,7 +93,7 @@ class Site:
             SystemClock(),
             PROFILES["fast"],
             name="ctl-test",
-            peer_gap=0.75,
+            peer_gap=0.6,  # below AFTER / 2
             leadership=lambda: self.lead,
         ).start()
         self.procs: list[subprocess.Popen[bytes]] = []

@@ -44,7 +44,11 @@ def test_an_isolated_host_with_a_dead_bmc_is_recovered_after_its_watchdog(
     victims = h.instances_on(victim)
     key_file = tmp_path / "agent.key"
     key_file.write_text(KEY)
-    h.raw["agents"] = {"listen": "127.0.0.1:0", "key_file": str(key_file), "peer_gap": 1.0}
+    h.raw["agents"] = {
+        "listen": "127.0.0.1:0",
+        "key_file": str(key_file),
+        "peer_gap": 0.8,
+    }  # < AFTER / 2
     h.raw["hosts"][victim]["fencing"].append({"devices": [{"type": "watchdog", "margin": 1.0}]})
     h.raw["recovery"] = {"fence_timeout": 2.0, "fence_attempts": 1}
     controller = h.start()

@@ -7,9 +7,12 @@ held the leader lease when it answered; the contact time is when the acknowledge
 *sent*, which is no later than when the leader received it.  With no contact for ``after``
 seconds it asks its peers (other agents) how long *they* have been without a leader:
 
-- some peer has been without a leader for ``after`` too: the controllers are down or
-  unreachable for everyone, not this node alone; rebooting the cloud would not help, so the
-  node keeps feeding its watchdog and asks again next interval;
+- some peer has been without a leader for ``after / 2`` or longer: the controllers are down
+  or unreachable for everyone, not this node alone; rebooting the cloud would not help, so
+  the node keeps feeding its watchdog and asks again next interval.  Half, not all of
+  ``after``: nodes heartbeat out of phase and may miss an ack, so when the controllers vanish
+  for all, the first node to reach ``after`` finds its peers up to an interval or two behind
+  it (a CI run caught a node resetting itself in exactly that case);
 - otherwise (peers in contact, or no peer answers): the node is the one cut off, and it stops
   feeding the watchdog, which resets the machine within ``timeout`` seconds.
 
@@ -22,9 +25,10 @@ seconds it asks its peers (other agents) how long *they* have been without a lea
   leader's lease ran out, which is before this one took it).  H's last contact is at most
   ``base``, so H started asking its peers by ``base + after``;
 - every peer H named has been acknowledged by this leader without a gap longer than
-  ``peer_gap`` (< ``after``) from ``base + after`` or earlier until now: any peer H reached
-  then said it was in contact, so H stopped feeding at its first check after ``base + after``,
-  within one ``interval``;
+  ``peer_gap`` (< ``after / 2``, so such a peer answers H with an age below ``after / 2``)
+  from ``base + after`` or earlier until now: any peer H reached then said it was in
+  contact, so H stopped feeding at its first check after ``base + after``, within one
+  ``interval``;
 - ``now >= base + after + interval + timeout + margin``: the watchdog has fired.
 
 A peer the leader does not hear from, or that lost contact itself, voids the proof: H may be
@@ -65,7 +69,7 @@ def should_feed(
     silent = now - since
     if silent < after:
         return Feed(True, f"leader heard {silent:.1f}s ago")
-    lost = [a for a in peer_ages if a >= after]
+    lost = [a for a in peer_ages if a >= after / 2]
     if lost:
         return Feed(
             True,
@@ -112,8 +116,10 @@ def watchdog_proof(
     run."""
     if setup is None:
         return Proof(False, f"{host}'s agent did not report a watchdog")
-    if peer_gap >= setup.after:
-        return Proof(False, f"peer gap {peer_gap:g}s is not below {host}'s after={setup.after:g}s")
+    if peer_gap >= setup.after / 2:
+        return Proof(
+            False, f"peer gap {peer_gap:g}s is not below half of {host}'s after={setup.after:g}s"
+        )
     base = max(last_heard if last_heard is not None else leader_since, leader_since)
     at = proof_time(setup, base, margin)
     asked_by = base + setup.after
