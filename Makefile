@@ -1,13 +1,14 @@
 # hastack — the two commands: `make demo` and `make test`. Both set up what they need on a fresh
 # Debian 12 machine (run as root for the Debian packages): a virtualenv with hastack and its
-# development tools, Debian's fence-agents and ipmitool (outside clients of the simulated BMCs)
-# and etcd-server (the HA store, run as a local cluster by the tests), and for the tests the
+# development tools, Debian's fence-agents and ipmitool (outside clients of the simulated BMCs),
+# etcd-server (the HA store, run as a local cluster by the tests), chromium and chromium-driver
+# (the dashboard's browser test), and for the tests the
 # real-Nova and real-Neutron oracles in their own virtualenvs.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := fence-agents ipmitool etcd-server
+DEBS := fence-agents ipmitool etcd-server chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: all setup debs oracle lint test test-fast demo demo-ha bench clean

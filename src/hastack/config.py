@@ -100,6 +100,72 @@ class AgentsConfig(_Strict):
         return value
 
 
+class ApiToken(_Strict):
+    """A static API token, for small sites: give ``token`` inline or (better) ``token_file``."""
+
+    name: str = Field(min_length=1, description="who uses it: the audit trail's operator name")
+    role: Literal["reader", "operator"]
+    token: str | None = Field(None, min_length=16, repr=False)
+    token_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiToken:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token or token_file")
+        return self
+
+    def secret(self) -> str:
+        if self.token is not None:
+            return self.token
+        assert self.token_file is not None
+        try:
+            value = Path(self.token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"api token {self.name}: cannot read {self.token_file}: {exc}"
+            ) from None
+        if len(value) < 16:
+            raise ConfigError(f"api token {self.name}: {self.token_file} holds under 16 characters")
+        return value
+
+
+class KeystoneAuthConfig(_Strict):
+    """Keystone tokens, validated against the cloud's Keystone with the controller's own
+    credentials; a token's roles map to hastack's roles (operator wins when both match)."""
+
+    enabled: bool = False
+    operator_roles: tuple[str, ...] = ("admin",)
+    reader_roles: tuple[str, ...] = ("reader", "member")
+    cache: float = Field(60.0, ge=0, le=3600, description="seconds a validated token is trusted")
+
+
+class ApiConfig(_Strict):
+    listen: str | None = Field(
+        "127.0.0.1:7480", description="address:port of the REST API and dashboard; null: off"
+    )
+    advertise: str | None = Field(
+        None, description="the URL other controllers reach this one at (default: from listen)"
+    )
+    tokens: tuple[ApiToken, ...] = ()
+    keystone: KeystoneAuthConfig = KeystoneAuthConfig()
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            from hastack.agent.protocol import parse_address  # noqa: PLC0415
+
+            parse_address(value, 7480)
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> ApiConfig:
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("api token names must be unique")
+        return self
+
+
 class DetectionOverrides(_Strict):
     nova_stale_after: float | None = Field(None, gt=0)
     probe_failures: int | None = Field(None, ge=1)
@@ -248,6 +314,7 @@ class Config(_Strict):
     recovery: RecoveryConfig = RecoveryConfig()
     network: NetworkConfig = NetworkConfig()
     agents: AgentsConfig = AgentsConfig()
+    api: ApiConfig = ApiConfig()
     segments: tuple[SegmentConfig, ...] = (SegmentConfig(name="default", hosts=("*",)),)
     hosts: dict[str, HostConfig] = {}
 

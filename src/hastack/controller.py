@@ -19,13 +19,14 @@ from hastack.config import Config
 from hastack.dynamic import DynamicSettings
 from hastack.engine.devices import FenceTopology
 from hastack.engine.engine import CONTROL, Engine, EngineOptions
-from hastack.errors import ConfigError
+from hastack.errors import ConfigError, HastackError
 from hastack.policy.recovery import Segment, Settings
 from hastack.ports.fencing import FenceDevice
 from hastack.ports.signals import SignalSource
 from hastack.ports.store import Store
 
 if TYPE_CHECKING:
+    from hastack.api.server import ApiServer
     from hastack.drivers.signals.agents import AgentListener
 
 
@@ -154,8 +155,11 @@ class Controller:
     engine: Engine
     store: Store
     agents: AgentListener | None = None
+    api: ApiServer | None = None
 
     def close(self) -> None:
+        if self.api is not None:
+            self.api.close()
         self.engine.close()
         if self.agents is not None:
             self.agents.close()
@@ -224,7 +228,20 @@ def build_controller(config: Config, *, clock: Clock | None = None) -> Controlle
     if agents is not None:
         agents.leadership = engine.leadership
         agents.start()
-    return Controller(engine, store, agents)
+    api = None
+    if config.api.listen is not None:
+        from hastack.api.auth import keystone_checker  # noqa: PLC0415
+        from hastack.api.server import ApiServer  # noqa: PLC0415
+
+        try:
+            api = ApiServer(config, engine, store, keystone=keystone_checker(conn)).start()
+        except HastackError:
+            engine.close()
+            if agents is not None:
+                agents.close()
+            store.close()
+            raise
+    return Controller(engine, store, agents, api)
 
 
 # ---------------------------------------------------------------- operator requests

@@ -281,6 +281,16 @@ def test_maintenance_host_is_never_acted_on() -> None:
     assert d.records["c0"].state == HostState.MAINTENANCE and not d.ops
 
 
+def test_a_healthy_host_out_of_maintenance_is_ok_again() -> None:
+    # healthy hosts skip assessment (the fast path): the return to ok must still be kept
+    d = Driver(settings_for())
+    d.decide(snap(0.0, set(), maintenance=frozenset({"c0"})))
+    assert d.records["c0"].state == HostState.MAINTENANCE
+    d.decide(snap(1.0, set()))
+    assert d.records["c0"].state == HostState.OK
+    assert d.records["c0"].reason == "back in service"
+
+
 # ---------------------------------------------------------------- properties
 
 

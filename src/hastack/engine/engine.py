@@ -38,7 +38,7 @@ from hastack.errors import (
     StoreUnavailable,
     TransientError,
 )
-from hastack.policy import netrecovery, recovery
+from hastack.policy import levers, netrecovery, recovery
 from hastack.policy.detection import nova_reading
 from hastack.policy.fencing import OperatorConfirmation
 from hastack.ports.compute import ComputePort, ComputeService, EvacuationStatus, Workload
@@ -86,6 +86,21 @@ class TickReport:
     elapsed: float
 
 
+@dataclasses.dataclass(frozen=True)
+class EngineView:
+    """What this controller knows after its last tick, for the API's threads: immutable
+    references published once per tick (the engine replaces, never edits, what they hold)."""
+
+    at: float
+    leading: bool
+    verdict: str
+    records: Mapping[str, HostRecord]
+    ops: tuple[Operation, ...]
+    settings: recovery.Settings
+    snapshot: recovery.Snapshot | None  # the leader's last observation (None: standby)
+    epoch: int | None
+
+
 class Engine:
     def __init__(  # noqa: PLR0917 (the composition root passes each port)
         self,
@@ -115,6 +130,7 @@ class Engine:
         self._last_ha_check = -1e18
         self._ha_routers: set[str] = set()
         self._last_control: dict[str, Any] = {}
+        self._last_snapshot: recovery.Snapshot | None = None
         self.signals = {s.signal: s for s in signals}
         self.fencing = fencing
         self.store = store
@@ -135,6 +151,7 @@ class Engine:
         self.wake = threading.Event()
         self.listeners: list[Callable[[TickReport], None]] = []
         self.last_verdict = ""
+        self.view = EngineView(0.0, False, "starting", {}, (), settings, None, None)
         self._last_read: dict[Signal, float] = {}
         self._services: dict[str, ComputeService] = {}
         self._stop = threading.Event()
@@ -214,9 +231,23 @@ class Engine:
             self._step_down(f"tick failed: {exc!r}")
             report = TickReport(now, f"not acting: tick failed: {exc!r}", [], 0, False, 0.0)
         report.elapsed = time.monotonic() - started
+        self._publish(report)
         for listener in self.listeners:
             listener(report)
         return report
+
+    def _publish(self, report: TickReport) -> None:
+        leading = report.leader and self.lease is not None
+        self.view = EngineView(
+            report.at,
+            leading,
+            report.verdict,
+            dict(self.records) if leading else {},
+            tuple(self.ops.values()) if leading else (),
+            self.settings,
+            self._last_snapshot if leading else None,
+            self.lease.epoch if leading and self.lease is not None else None,
+        )
 
     def _tick(self, now: float) -> TickReport:
         if not self._hold_lease():
@@ -229,6 +260,8 @@ class Engine:
             self._load(now)
         self._drain(now)
         snapshot = self._observe(now)
+        snapshot, pulled = self._pull_levers(now, snapshot)
+        self._last_snapshot = snapshot
         ops = list(self.ops.values())
         decision = recovery.decide(snapshot, self.records, ops, set(self.running), self.settings)
         self.records = dict(decision.records)
@@ -236,7 +269,7 @@ class Engine:
             self._write(op)
             if op.state != OpState.OPEN:
                 self._consume_requests(op.subject)
-        events = list(decision.events)
+        events = [*pulled, *decision.events]
         runs = list(decision.runs)
         verdict = decision.verdict
         if self.network is not None:
@@ -536,6 +569,7 @@ class Engine:
             "cliff_ack": None,
             "rejoin": {},
             "rebalance": None,
+            "levers": {},  # operation id -> (retry | cancel, the request's body)
         }
         for entry in self.store.list(CONTROL):
             kind, _, host = entry.key.removeprefix(CONTROL).partition("/")
@@ -554,6 +588,8 @@ class Engine:
                 out["maintenance"].append(host)
             elif kind == "rejoin" and host:
                 out["rejoin"][host] = float(body.get("at", now))
+            elif kind in ("retry", "cancel") and host:
+                out["levers"][host] = (kind, body)
             elif kind == "confirm" and host:
                 out["confirmations"][host] = OperatorConfirmation(
                     str(body.get("operator", "unknown")),
@@ -756,6 +792,39 @@ class Engine:
         return recovery.Outcome(run, True, what)
 
     # ------------------------------------------------------------ audit
+
+    def _pull_levers(
+        self, now: float, snapshot: recovery.Snapshot
+    ) -> tuple[recovery.Snapshot, list[recovery.Event]]:
+        """Operators' retry and cancel requests (policy.levers), each journaled, then cleared.
+        A cancelled recovery's host goes to maintenance first, in the store and in this pass's
+        snapshot, or detection would open a new recovery at once."""
+        events: list[recovery.Event] = []
+        for op_id, (kind, body) in sorted(self._last_control.get("levers", {}).items()):
+            op = self.ops.get(op_id)
+            by = f"operator {body.get('operator', '?')}"
+            comment = str(body.get("comment", ""))
+            try:
+                if op is None:
+                    raise levers.LeverRefused(f"{op_id} is not a current operation")
+                if kind == "cancel":
+                    changed = levers.cancel(op, by, comment, now)
+                    note = {"operator": body.get("operator", "?"), "at": now}
+                    note["comment"] = f"{op_id} cancelled"
+                    self.store.put(f"{CONTROL}maintenance/{op.subject}", json.dumps(note))
+                    snapshot = dataclasses.replace(
+                        snapshot, maintenance=snapshot.maintenance | {op.subject}
+                    )
+                else:
+                    changed = levers.retry(op, by, comment, now)
+                self._write(changed)
+                message = changed.log[-1].partition(" ")[2]
+                events.append(recovery.Event(op.subject, f"{op_id}: {message}"))
+            except levers.LeverRefused as exc:
+                subject = op.subject if op is not None else "cluster"
+                events.append(recovery.Event(subject, f"{kind} by {by} refused: {exc}"))
+            self.store.delete(f"{CONTROL}{kind}/{op_id}")
+        return snapshot, events
 
     def _log_event(self, event: recovery.Event) -> None:
         log.info("%s: %s", event.subject, event.message)

@@ -178,3 +178,28 @@ def _over_budget(
                 f"limit {limit} (max {budget.max_hosts} hosts, {budget.max_percent:g}% of {size})"
             )
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetUse:
+    kind: str
+    domain: str
+    used: int  # fences started in the window
+    limit: int
+    window: float
+
+
+def usage(policy: GuardPolicy, data: GuardInput) -> list[BudgetUse]:
+    """Every budget's use per domain, for operators: the domains with fences in the window,
+    and always the whole cloud."""
+    used = _used_budgets(policy, data)
+    out = []
+    for budget in policy.budgets:
+        names = {name for kind, name in used if kind == budget.kind}
+        if budget.kind == "cloud":
+            names.add("cloud")
+        for name in sorted(names):
+            limit = budget.limit(_domain_size(data, budget.kind, name))
+            count = used.get((budget.kind, name), 0)
+            out.append(BudgetUse(budget.kind, name, count, limit, budget.window))
+    return out

@@ -285,6 +285,8 @@ def _detect(
             continue
         if record.state in (HostState.MAINTENANCE, HostState.RECOVERED):
             record = HostRecord(host, HostState.OK, now, "back in service")
+            new_records[host] = record  # kept even when the fast path below skips assessing
+            events.append(Event(host, "ok: back in service"))
         if (
             record.state == HostState.OK
             and not record.lost_since
@@ -337,7 +339,7 @@ def _open_recoveries(  # noqa: PLR0917
     halted: str | None = None
     if snapshot.paused:
         halted = "paused by an operator: no new action"
-    guard = check(settings.guards, _guard_input(snapshot, new_records, ops, candidates))
+    guard = check(settings.guards, guard_input(snapshot, new_records, ops, candidates))
     if guard.halted:
         halted = halted or guard.halted
     if candidates and not snapshot.paused:
@@ -354,7 +356,7 @@ def _open_recoveries(  # noqa: PLR0917
     return halted
 
 
-def _guard_input(
+def guard_input(
     snapshot: Snapshot,
     records: Mapping[str, HostRecord],
     ops: Sequence[Operation],
@@ -581,11 +583,11 @@ def _make_plan(w: OpEdit, workload: Workload, settings: Settings, avoid: frozens
     if segment is None:
         w.set(PLAN, state=StepState.DONE, result="host left its segment: nothing to evacuate")
         return
-    destinations = _destinations(workload, settings, avoid)
+    targets = destinations(workload, settings, avoid)
     plan = evac_policy.plan_evacuation(
         host,
         workload.instances,
-        destinations,
+        targets,
         workload.groups,
         workload.instance_hosts,
         workload.host_aggregates,
@@ -627,7 +629,7 @@ def _make_plan(w: OpEdit, workload: Workload, settings: Settings, avoid: frozens
     w.log(f"plan: {plan.verdict}")
 
 
-def _destinations(
+def destinations(
     workload: Workload, settings: Settings, avoid: frozenset[str]
 ) -> list[HostCapacity]:
     out = []

@@ -196,6 +196,8 @@ class RunningSim:
             # agent_down_time is 2.5 x report_interval as well).
             "network": {"stale_after": 2.5 * self.world.neutron.config.report_interval},
             "hosts": hosts,
+            # any free port: several controllers may share this machine; each prints its URL
+            "api": {"listen": "127.0.0.1:0"},
         }
 
     def summary(self) -> dict[str, Any]:

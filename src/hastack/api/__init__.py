@@ -1,0 +1,1 @@
+"""The operator surface over HTTP: the REST API, its OpenAPI document and the dashboard."""
