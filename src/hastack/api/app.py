@@ -30,11 +30,27 @@ from hastack.api.service import ApiError, Service
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-NAME = Annotated[str, PathParam(min_length=1, max_length=255, pattern=r"^[^/\s]+$")]
-OP_ID = Annotated[str, PathParam(min_length=1, max_length=255, pattern=r"^[^/\s]+$")]
+IDENT = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"  # host names and operation ids: ASCII, no slash
+NAME = Annotated[str, PathParam(min_length=1, max_length=255, pattern=IDENT)]
+OP_ID = Annotated[str, PathParam(min_length=1, max_length=255, pattern=IDENT)]
 STATES = "^(ok|suspect|failed|fencing|fenced|fence_failed|recovering|recovered|maintenance)$"
 OP_STATES = "^(open|done|failed|cancelled)$"
 FORWARDED = "x-hastack-forwarded"  # set on a forwarded request: never forwarded twice
+
+
+def _known_query(request: Request) -> None:
+    """An unknown query parameter is a mistake worth a precise 422, not something to ignore
+    (``?stat=failed`` silently listing every host would mislead)."""
+    allowed: set[str] = set()
+    todo = [getattr(request.scope.get("route"), "dependant", None)]
+    while todo:
+        dependant = todo.pop()
+        if dependant is not None:
+            allowed.update(p.alias for p in dependant.query_params)
+            todo.extend(dependant.dependencies)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise ApiError(422, f"unknown query parameter {unknown[0]!r}", unknown[0])
 
 
 def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
@@ -49,7 +65,9 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
         description="High availability for OpenStack: hosts, recoveries, guards, the audit "
         "trail, and the operator's levers.  Authenticate with X-Auth-Token (a static token "
         "or a Keystone token); readers may read, operators may also act.",
+        dependencies=[Depends(_known_query)],
         responses={
+            400: {"model": models.ErrorBody, "description": "a body that is not JSON"},
             401: {"model": models.ErrorBody, "description": "no token, or a refused one"},
             422: {"model": models.ErrorBody, "description": "a malformed request"},
             503: {"model": models.ErrorBody, "description": "no leader or no store to answer"},
@@ -159,7 +177,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
     def operations(
         _: reader,
         state: Annotated[str | None, Query(pattern=OP_STATES)] = None,
-        host: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+        host: Annotated[str | None, Query(min_length=1, max_length=255, pattern=IDENT)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> models.OperationList:
         return service.operations(state, host, limit)
@@ -171,7 +189,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
     @app.get("/v1/events", tags=["events"])
     def events(
         _: reader,
-        host: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+        host: Annotated[str | None, Query(min_length=1, max_length=255, pattern=IDENT)] = None,
         since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
         limit: Annotated[int, Query(ge=1, le=5000)] = 100,
     ) -> models.EventList:
