@@ -16,7 +16,7 @@ from hastack.policy import recovery
 from hastack.policy.detection import PROFILES
 from hastack.policy.fencing import OperatorConfirmation
 from hastack.policy.guards import Budget, GuardPolicy
-from hastack.ports.compute import EvacuationPhase, EvacuationStatus, Workload
+from hastack.ports.compute import ComputeService, EvacuationPhase, EvacuationStatus, Workload
 
 HOSTS = [f"c{i}" for i in range(10)]
 FLAVOR = FlavorInfo("m1", 2, 2048, 20)
@@ -51,10 +51,10 @@ def obs(now: float, lost: set[str]) -> dict[str, HostObservation]:
 
 
 def snap(now: float, lost: set[str] = frozenset(), **kw: Any) -> recovery.Snapshot:  # type: ignore[assignment]
+    kw.setdefault("services", {})
     return recovery.Snapshot(
         now=now,
         observations=obs(now, set(lost)),
-        services={},
         hosts_total=len(HOSTS),
         hosts_visible=len(HOSTS),
         **kw,
@@ -208,6 +208,25 @@ def test_confirmation_needs_the_migration_and_the_host_and_restarts_shutoff() ->
     assert d.op().step("evacuate:vm1").state == StepState.DONE
     assert d.records["c0"].state == HostState.RECOVERED
     assert d.op().state == OpState.OPEN, "the rejoin step keeps it open until the host is back"
+
+
+def test_a_heartbeat_from_before_the_fence_does_not_rejoin_the_host() -> None:
+    # Found dead by probe and BMC, c0 is fenced while Nova still holds its last heartbeat as
+    # fresh: that heartbeat is the dead host's last, and must not re-enable it in Nova.
+    d = Driver(settings_for())
+    t = drive_to_evacuating(d, 0)  # nothing to evacuate: rejoin is next
+    fence_done = d.op().step(recovery.FENCE).updated  # type: ignore[union-attr]
+    last_beat = fence_done - 1.0
+
+    def service(at: float) -> dict[str, ComputeService]:
+        return {"c0": ComputeService("c0", True, at, False, False)}
+
+    cleaned = {"cleanup_pending": {"c0": 0}}
+    d.decide(snap(t + 1, {"c0"}, services=service(last_beat), **cleaned))
+    assert not [r for _, r in d.all_runs if r.action == "rejoin"]
+    assert "waiting for the host to come back" in d.op().step(recovery.REJOIN).result  # type: ignore[union-attr]
+    d.decide(snap(t + 2, {"c0"}, services=service(t + 1.5), **cleaned))
+    assert [r.args["host"] for _, r in d.all_runs if r.action == "rejoin"] == ["c0"]
 
 
 def test_failed_evacuation_is_retried_elsewhere_then_given_up() -> None:

@@ -827,10 +827,14 @@ def _advance_rejoin(  # noqa: PLR0917
             w.set(REJOIN, result=NODE_AWAY)
         return
     service = snapshot.services.get(host)
+    fence = w.op.step(FENCE)
     fresh = (
         service is not None
         and service.updated_at is not None
         and now - service.updated_at <= settings.profile.nova_stale_after
+        # a heartbeat from before the fence is the dead host's last one, not a return: a
+        # host found dead by probe and BMC is fenced before Nova's heartbeat goes stale
+        and (fence is None or service.updated_at > fence.updated)
     )
     pending = snapshot.cleanup_pending.get(host)
     if not fresh:
