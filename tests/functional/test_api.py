@@ -72,6 +72,10 @@ def test_reads_roles_and_errors(cloud: Callable[..., Harness]) -> None:
     dumped = str(hosts)
     assert all(h.world.hosts[n].bmc_password not in dumped for n in h.world.hosts)
     assert _get(url, "/v1/hosts?state=failed") == {"hosts": []}
+    metrics = requests.get(url + "/metrics", timeout=5)  # Prometheus scrapes without a token
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    assert 'hastack_hosts{state="ok"} 5.0' in metrics.text
+    assert "hastack_leader 1.0" in metrics.text
 
     # precise 4xx, each an ErrorBody
     missing = requests.get(url + "/v1/hosts/nope", headers={"X-Auth-Token": READER}, timeout=5)

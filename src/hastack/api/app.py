@@ -58,7 +58,11 @@ def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=status)
 
 
-def create_app(service: Service, auth: Authenticator) -> FastAPI:
+def create_app(
+    service: Service,
+    auth: Authenticator,
+    metrics: Callable[[], tuple[bytes, str]] | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="hastack",
         version=__version__,
@@ -97,25 +101,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
         404: {"model": models.ErrorBody, "description": "no such host or operation"}
     }
 
-    @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.field)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
-        message = first.get("msg", "invalid request")
-        return _error(422, f"{where}: {message}" if where else str(message), where or None)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def crashed(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("API request failed")
-        return _error(500, f"internal error: {type(exc).__name__}")
+    _error_handlers(app)
 
     @app.middleware("http")
     async def forward(
@@ -133,6 +119,14 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
     @app.get("/healthz", tags=["meta"])
     def healthz() -> models.Health:
         return models.Health(ok=True, controller=service.controller, leading=service.leading())
+
+    if metrics is not None:
+
+        @app.get("/metrics", tags=["meta"], response_class=Response)
+        def prometheus() -> Response:
+            """Prometheus metrics (text exposition format); no authentication, no secrets."""
+            body, content_type = metrics()
+            return Response(body, headers={"Content-Type": content_type})
 
     @app.get("/", include_in_schema=False, response_model=None)
     def dashboard() -> Response:
@@ -240,6 +234,28 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
         _cluster_route(app, service, operator, action, forbidden)
 
     return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+        message = first.get("msg", "invalid request")
+        return _error(422, f"{where}: {message}" if where else str(message), where or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crashed(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("API request failed")
+        return _error(500, f"internal error: {type(exc).__name__}")
 
 
 def _comment(body: models.ActionBody | None) -> str:

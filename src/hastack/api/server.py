@@ -7,7 +7,6 @@ import asyncio
 import logging
 import socket
 import threading
-from typing import Any
 
 import uvicorn
 
@@ -18,6 +17,7 @@ from hastack.api.service import Service
 from hastack.config import Config
 from hastack.engine.engine import Engine, TickReport
 from hastack.errors import ConfigError, HastackError
+from hastack.observability.metrics import Metrics
 from hastack.ports.store import Store
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ class ApiServer:
         store: Store,
         *,
         keystone: TokenCheck | None = None,
-        extra_routes: Any = None,
     ) -> None:
         listen = config.api.listen
         assert listen is not None
@@ -53,9 +52,11 @@ class ApiServer:
         self.service = Service(
             engine, store, controller=config.controller.name, profile=config.profile
         )
-        self.app = create_app(self.service, Authenticator(config.api, keystone))
-        if extra_routes is not None:
-            extra_routes(self.app)
+        self.metrics = Metrics(engine)
+        engine.listeners.append(self.metrics.listener)
+        self.app = create_app(
+            self.service, Authenticator(config.api, keystone), self.metrics.render
+        )
         self._server = uvicorn.Server(
             uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
         )

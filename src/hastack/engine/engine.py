@@ -233,7 +233,10 @@ class Engine:
         report.elapsed = time.monotonic() - started
         self._publish(report)
         for listener in self.listeners:
-            listener(report)
+            try:
+                listener(report)
+            except Exception:  # an observer's bug must not stop the loop
+                log.exception("tick listener %r failed", listener)
         return report
 
     def _publish(self, report: TickReport) -> None:
