@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hastack import __version__
-from hastack.cli import agent, events, network, serve, sim
+from hastack.cli import agent, api_cmds, events, network, serve, sim
+from hastack.cli.client import ApiError
 from hastack.demo import run as run_demo
 from hastack.demo_ha import run as run_demo_ha
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub)
     network.register(sub)
     agent.register(sub)
+    api_cmds.register(sub)
     events.register(sub)
     demo = sub.add_parser("demo", help="run the demo against a simulated cloud")
     demo.add_argument("--workdir", type=Path, help="where the demo writes its files")
@@ -57,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         result: int = args.func(args)
-    except (sim.SimCliError, serve.ServeError, agent.AgentError, CliError) as exc:
+    except (sim.SimCliError, serve.ServeError, agent.AgentError, ApiError, CliError) as exc:
         print(f"hastack: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

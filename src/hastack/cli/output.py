@@ -39,19 +39,20 @@ def render_rows(
         return yaml.safe_dump(data, sort_keys=False).rstrip()
     if fmt == "value":
         return "\n".join(" ".join(_cell(r[c]) for c in cols) for r in data)
-    widths = [max([len(c)] + [len(_cell(r[c])) for r in data]) for c in cols]
-    sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    lines = [
-        sep,
-        "| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)) + " |",
-        sep,
+    # a cell may hold several lines (a host's signals, an operation's steps): each its own row
+    cells = [[_cell(r[c]).split("\n") for c in cols] for r in data]
+    widths = [
+        max([len(c)] + [len(line) for row in cells for line in row[i]]) for i, c in enumerate(cols)
     ]
-    for r in data:
-        lines.append(
-            "| "
-            + " | ".join(_cell(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True))
-            + " |"
-        )
+    sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(texts: Sequence[str]) -> str:
+        return "| " + " | ".join(t.ljust(w) for t, w in zip(texts, widths, strict=True)) + " |"
+
+    lines = [sep, line(cols), sep]
+    for row in cells:
+        for n in range(max((len(c) for c in row), default=1)):
+            lines.append(line([c[n] if n < len(c) else "" for c in row]))
     lines.append(sep)
     return "\n".join(lines)
 
