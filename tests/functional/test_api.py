@@ -151,6 +151,10 @@ def test_retry_then_cancel_a_recovery_that_cannot_fence(cloud: Callable[..., Har
     h.wait_state(host, "fence_failed", DETECT)
     (op,) = _get(url, f"/v1/operations?host={host}")["operations"]
     assert op["state"] == "open"
+    shown = _get(url, f"/v1/hosts/{host}")
+    assert shown["state"] == "fence_failed" and shown["operation"] == op["id"]
+    lost = {s["signal"]: s["lost"] for s in shown["signals"]}  # the latest of each signal
+    assert lost["probe"] is True and lost["nova"] is True, shown["signals"]
     detail = _get(url, f"/v1/operations/{op['id']}")
     fence = next(s for s in detail["steps"] if s["id"] == "fence")
     assert fence["state"] == "failed"

@@ -66,12 +66,13 @@ def host(view: EngineView, name: str) -> models.HostView:
     snapshot = view.snapshot
     signals: list[models.SignalView] = []
     maintenance = False
+    latest = view.readings.get(name, {})
+    for signal in sorted(latest):
+        r = latest[signal]
+        signals.append(
+            models.SignalView(signal=r.signal.value, lost=r.lost, at=r.at, detail=r.detail)
+        )
     if snapshot is not None:
-        observation = snapshot.observations.get(name)
-        for r in observation.readings if observation else ():
-            signals.append(
-                models.SignalView(signal=r.signal.value, lost=r.lost, at=r.at, detail=r.detail)
-            )
         maintenance = name in snapshot.maintenance
     segment = view.settings.segments.get(name)
     current = next(

@@ -99,6 +99,7 @@ class EngineView:
     settings: recovery.Settings
     snapshot: recovery.Snapshot | None  # the leader's last observation (None: standby)
     epoch: int | None
+    readings: Mapping[str, Mapping[Signal, Reading]] = dataclasses.field(default_factory=dict)
 
 
 class Engine:
@@ -131,6 +132,9 @@ class Engine:
         self._ha_routers: set[str] = set()
         self._last_control: dict[str, Any] = {}
         self._last_snapshot: recovery.Snapshot | None = None
+        # host -> the latest reading of each signal (signals are read at their own intervals,
+        # so one tick's observation holds only some); each host's dict is replaced, not edited
+        self._readings: dict[str, Mapping[Signal, Reading]] = {}
         self.signals = {s.signal: s for s in signals}
         self.fencing = fencing
         self.store = store
@@ -250,6 +254,7 @@ class Engine:
             self.settings,
             self._last_snapshot if leading else None,
             self.lease.epoch if leading and self.lease is not None else None,
+            dict(self._readings) if leading else {},
         )
 
     def _tick(self, now: float) -> TickReport:
@@ -477,6 +482,8 @@ class Engine:
             for host, reading in agent.read(sorted(hosts), now).items():
                 readings.setdefault(host, []).append(reading)
         observations = {h: HostObservation(h, tuple(readings.get(h, ()))) for h in hosts}
+        for host, latest in readings.items():
+            self._readings[host] = {**self._readings.get(host, {}), **{r.signal: r for r in latest}}
         visible = sum(
             1 for h in hosts if h in services or any(r.lost is False for r in readings.get(h, ()))
         )
