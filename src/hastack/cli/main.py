@@ -13,6 +13,7 @@ from hastack.cli import agent, api_cmds, events, network, serve, sim
 from hastack.cli.client import ApiError
 from hastack.demo import run as run_demo
 from hastack.demo_ha import run as run_demo_ha
+from hastack.observability.logs import setup_logging
 
 
 class CliError(Exception):
@@ -23,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hastack", description="High availability for OpenStack.")
     parser.add_argument("--version", action="version", version=f"hastack {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line (and hastack serve logs one verdict line per tick)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     sim.register(sub)
@@ -53,10 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     try:
         result: int = args.func(args)
     except (sim.SimCliError, serve.ServeError, agent.AgentError, ApiError, CliError) as exc:

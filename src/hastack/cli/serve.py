@@ -14,6 +14,7 @@ from typing import Any
 from hastack.clock import SystemClock
 from hastack.config import load_config
 from hastack.errors import ConfigError, HastackError
+from hastack.observability.logs import TickLogger
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except HastackError as exc:
         raise ServeError(str(exc)) from None
     engine = controller.engine
-    engine.listeners.append(_Printer())
+    if getattr(args, "log_format", "text") == "json":
+        # one verdict line per tick in the log; the events are logged by the engine
+        engine.listeners.append(TickLogger(config.controller.name, every_tick=True))
+    else:
+        engine.listeners.append(_Printer())
     store = config.store
     where = f"etcd {', '.join(store.endpoints)}" if store.driver == "etcd" else store.path
     agents = controller.agents
@@ -76,6 +81,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"profile {config.profile}, store {where}{heard}",
         flush=True,
     )
+    if controller.api is not None:
+        url = controller.api.url
+        print(f"API {url}/v1 (OpenAPI {url}/openapi.json)  dashboard {url}/", flush=True)
+    else:
+        print("API off (api.listen: null)", flush=True)
     if args.once:
         engine.tick()
         controller.close()

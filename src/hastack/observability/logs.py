@@ -93,6 +93,7 @@ def setup_logging(
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # Python warnings as log lines too: JSON output stays JSON
 
 
 class TickLogger:
