@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 DEBS := fence-agents ipmitool etcd-server chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: all setup debs oracle lint test test-fast demo demo-ha bench clean
+.PHONY: all setup debs oracle lint test test-fast demo demo-ha bench screenshot clean
 
 all: test
 
@@ -63,6 +63,10 @@ demo-ha: setup debs
 bench: setup debs
 	bash scripts/oracle-venv.sh neutron
 	$(BIN)/python -m bench
+
+# The README's dashboard picture, taken by the browser test (a power loss mid-recovery).
+screenshot: setup debs
+	HASTACK_SCREENSHOT_DIR=docs $(BIN)/pytest -q tests/functional/test_dashboard.py -k power
 
 clean:
 	rm -rf $(VENV) .venv-oracle .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

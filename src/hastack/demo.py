@@ -17,8 +17,12 @@ of the dead node forwards elsewhere.
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import logging
+import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -45,11 +49,43 @@ NETWORK_NODE = "network02"
 DEADLINE = 240.0
 
 
-def demo_config(sim: RunningSim, workdir: Path) -> Path:
-    """The simulator's config with two segments and a demo-sized tick."""
+@dataclasses.dataclass(frozen=True)
+class DemoApi:
+    """The demo's API tokens (fresh each run), and how to show them to the person watching."""
+
+    reader: str
+    operator: str
+
+    @classmethod
+    def new(cls) -> DemoApi:
+        return cls(f"reader-{secrets.token_urlsafe(16)}", f"operator-{secrets.token_urlsafe(16)}")
+
+    def section(self, listen: str) -> dict[str, Any]:
+        tokens = [
+            {"name": "demo-reader", "role": "reader", "token": self.reader},
+            {"name": "demo-operator", "role": "operator", "token": self.operator},
+        ]
+        return {"listen": listen, "tokens": tokens}
+
+    def dashboard(self, url: str) -> str:
+        return f"{url}/#token={self.reader}"
+
+    def cli(self, url: str) -> str:
+        return f"HASTACK_URL={url} HASTACK_TOKEN={self.operator} hastack host list"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def demo_config(sim: RunningSim, workdir: Path, api: DemoApi) -> Path:
+    """The simulator's config with two segments, a demo-sized tick and the API."""
     assert sim.files
     config: dict[str, Any] = sim.hastack_config(sim.files["clouds_yaml"])
     config["controller"] = {"name": "demo-controller", "tick": 1.0}
+    config["api"] = api.section("127.0.0.1:0")
     config["store"] = {"driver": "sqlite", "path": str(workdir / "demo-journal.db")}
     config["segments"] = [
         {
@@ -99,7 +135,7 @@ class Live:
                 print(f"  t+{t:5.1f}s  -- {report.verdict}", flush=True)
 
 
-def run(workdir: Path | None = None) -> int:
+def run(workdir: Path | None = None, *, keep_running: bool = False) -> int:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="hastack-demo-"))
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("hastack").setLevel(logging.WARNING)  # the demo prints the events
@@ -118,7 +154,8 @@ def run(workdir: Path | None = None) -> int:
     )
     print("== hastack demo: instance and network HA on a simulated OpenStack cloud ==")
     with RunningSim(options) as sim:
-        config = load_config(demo_config(sim, workdir))
+        api = DemoApi.new()
+        config = load_config(demo_config(sim, workdir, api))
         print(
             f"  cloud       {sim.url} (20 hosts, 200 VMs, 3 network nodes, 30 routers; "
             "BMCs on IPMI and Redfish)"
@@ -128,6 +165,9 @@ def run(workdir: Path | None = None) -> int:
         print("              silver: compute11-20, only HA_Enabled=True, local disks not rebuilt")
         controller = build_controller(config)
         engine = controller.engine
+        if controller.api is not None:
+            print(f"  dashboard   {api.dashboard(controller.api.url)}")
+            print(f"  CLI         {api.cli(controller.api.url)}")
         thread = threading.Thread(target=engine.run_forever, name="controller", daemon=True)
         thread.start()
         time.sleep(3)  # let the controller take the lease and see every host healthy once
@@ -150,13 +190,17 @@ def run(workdir: Path | None = None) -> int:
         faults.fail(sim.world, HANG_HOST, "hang")
         faults.fail(sim.world, NETWORK_NODE, "power")
         done, routers_at = _wait(engine, start, sim, routers)
-        engine.stop()
-        thread.join(timeout=30)
         ops = [op for op, _ in engine.journal.operations()]
-        controller.close()
         _report(sim, ops, failed_at, victims)
         _report_network(ops, failed_at, routers_at)
         ok = done and _truth(sim, routers)
+        if keep_running and controller.api is not None:
+            print(f"\nStill running; Ctrl-C stops. Dashboard: {api.dashboard(controller.api.url)}")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+        engine.stop()
+        thread.join(timeout=30)
+        controller.close()
     print("\nDemo finished." if ok else "\nDemo finished with problems (see above).")
     return 0 if ok else 1
 

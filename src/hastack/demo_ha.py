@@ -35,6 +35,7 @@ import requests
 import yaml
 
 from hastack.clock import SystemClock
+from hastack.demo import DemoApi, free_port
 from hastack.drivers.store.etcd import EtcdStore
 from hastack.engine.engine import LEADER, summarize
 from hastack.engine.journal import Journal, Operation, Step, StepState
@@ -84,6 +85,8 @@ class Stage:
         self.store = EtcdStore(etcd.endpoints, SystemClock(), timeout=1.0)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.clouds_yaml = Path(sim.state["clouds_yaml"])
+        self.api = DemoApi.new()
+        self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in NAMES}
 
     def config(self, name: str) -> Path:
         """The simulator's hastack.yaml with this controller's name and the etcd store."""
@@ -92,6 +95,7 @@ class Stage:
         raw["controller"] = {"name": name, "tick": TICK, "lease_ttl": LEASE_TTL}
         raw["store"] = {"driver": "etcd", "endpoints": self.etcd.endpoints, "timeout": 1.0}
         raw["recovery"] = {"max_parallel": 10}
+        raw["api"] = self.api.section(self.urls[name].removeprefix("http://"))
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
         path.chmod(0o600)  # BMC passwords
@@ -364,7 +368,6 @@ def _play(stage: Stage) -> list[str]:
 
 
 def _endpoints(stage: Stage) -> None:
-    config = stage.workdir / f"{NAMES[0]}.yaml"
     me = f"{sys.executable} -m hastack"
     print("\nStill running; Ctrl-C stops everything.")
     print(f"  etcd         {', '.join(stage.etcd.endpoints)}")
@@ -373,8 +376,10 @@ def _endpoints(stage: Stage) -> None:
     for name, proc in stage.procs.items():
         print(f"  {name:<12} pid {proc.pid}, config {stage.workdir / name}.yaml, "
               f"log {stage.log(name)}")  # fmt: skip
+    url = stage.urls[NAMES[0]]
+    print(f"  dashboard    {stage.api.dashboard(url)} (any controller's URL: followers forward)")
     print("Try:")
-    print(f"  {me} operation list --config {config}")
+    print(f"  HASTACK_URL={url} HASTACK_TOKEN={stage.api.operator} {me} operation list")
     print(f"  {me} sim hosts --workdir {stage.sim.workdir}")
     print(f"  {me} sim fail compute01 --workdir {stage.sim.workdir}")
     print("  kill -9 <the leader's pid>   (leadership changes are printed here)")
@@ -427,6 +432,7 @@ def _stage(stack: contextlib.ExitStack, workdir: Path) -> Stage:
     print(f"  workdir     {workdir} (configs and logs)")
     stage = Stage(etcd, sim, workdir)
     stack.callback(stage.stop)
+    print(f"  dashboard   {stage.api.dashboard(stage.urls[NAMES[0]])} (followers forward)")
     return stage
 
 

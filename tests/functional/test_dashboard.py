@@ -81,7 +81,7 @@ def screenshot(driver: Any, default_dir: Path) -> Path:
 def test_dashboard_follows_a_power_loss_from_ok_to_recovery(
     cloud: Callable[..., Harness], browser: Any, tmp_path: Path
 ) -> None:
-    h, url = serve(cloud, hosts=6, instances=20)
+    h, url = serve(cloud, hosts=12, instances=48)
     hosts = sorted(h.world.hosts)
     browser.get(f"{url}/#token={READER}")
 

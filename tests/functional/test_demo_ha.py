@@ -50,6 +50,7 @@ def test_demo_ha_kills_the_leader_and_another_finishes_without_repeats(tmp_path:
     code, out = run_demo(tmp_path)
     assert code == 0, out
     assert "Demo finished." in out, out
+    assert re.search(r"dashboard +http://127\.0\.0\.1:\d+/#token=reader-\S+", out), out
     takeover = re.search(
         r"takeover +(\S+) \(epoch (\d+)\) -> (\S+) \(epoch (\d+)\) in ([\d.]+)s", out
     )

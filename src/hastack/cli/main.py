@@ -47,11 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
         "killed in the middle of a recovery",
     )
     demo.add_argument(
-        "--keep-running", action="store_true", help="with --ha: stay up after it, until Ctrl-C"
+        "--keep-running",
+        action="store_true",
+        help="stay up after it (the dashboard too), until Ctrl-C",
     )
     demo.set_defaults(
         func=lambda a: (
-            run_demo_ha(a.workdir, keep_running=a.keep_running) if a.ha else run_demo(a.workdir)
+            run_demo_ha(a.workdir, keep_running=a.keep_running)
+            if a.ha
+            else run_demo(a.workdir, keep_running=a.keep_running)
         )
     )
     return parser
