@@ -3,8 +3,9 @@
 The leader appends what a tick decided (the events of the pure core: a host declared failed and
 why, fencing refused by a guard, a plan, an evacuation confirmed or failed) and every change of
 its verdict, as one key per tick, written under its lease: a deposed leader cannot add to it.
-Operator requests (``hastack host confirm-off``, ``pause``, ...) are appended by the command that
-makes them, with the operator's name.  Any controller, and the CLI, read it back from the store.
+Operator requests (``hastack host confirm-off``, ``pause``, ...) are appended by the API (or the
+store-level command) that takes them, with the operator's name, before the request is stored.
+Any controller reads it back from the store (``GET /v1/events``, ``hastack event list``).
 
 Keys are ``/hastack/audit/<time>-<suffix>``, the time zero-padded so that keys sort in time
 order; a value is a JSON list of entries.  The trail keeps ``keep`` seconds (7 days) and at most
