@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from bench import agents, instance_ha, network_ha, own_ha, sim_scale, sim_virtual
+from bench import agents, api, instance_ha, network_ha, own_ha, sim_scale, sim_virtual
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> None:
@@ -44,6 +44,8 @@ def main() -> int:
     fleet = agents.run()
     table("node agents heartbeating to one controller over UDP (1 beat/s each)", fleet["scale"])
     table("heartbeat transports: the receiving side's CPU per heartbeat", fleet["transports"])
+    surface = api.run()
+    table("REST API: building GET /v1/hosts and /v1/status (once per tick, cached)", surface)
     targets = {**ha["targets"], **net["targets"], **own_ha.targets(own), **agents.targets(fleet)}
     table("targets", [{"target": k, "result": v} for k, v in targets.items()])
     report = {
@@ -55,6 +57,7 @@ def main() -> int:
         "network_ha": net,
         "own_ha": own,
         "agents": fleet,
+        "api": surface,
     }
     path = (args.out / "bench.json").resolve()
     path.write_text(json.dumps(report, indent=2) + "\n")

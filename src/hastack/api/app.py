@@ -148,11 +148,9 @@ def create_app(
     def status(_: reader) -> models.Status:
         return service.status()
 
-    @app.get("/v1/hosts", tags=["hosts"])
-    def hosts(
-        _: reader, state: Annotated[str | None, Query(pattern=STATES)] = None
-    ) -> models.HostList:
-        return service.hosts(state)
+    @app.get("/v1/hosts", tags=["hosts"], response_model=models.HostList)
+    def hosts(_: reader, state: Annotated[str | None, Query(pattern=STATES)] = None) -> Response:
+        return Response(service.hosts_json(state), media_type="application/json")
 
     @app.get("/v1/hosts/{name}", tags=["hosts"], responses=missing)
     def host(_: reader, name: NAME) -> models.HostDetail:

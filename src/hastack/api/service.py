@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -37,6 +38,8 @@ class Service:
         self.store = store
         self.controller = controller
         self.profile = profile
+        self._cache_lock = threading.Lock()
+        self._hosts_cache: dict[str | None, tuple[EngineView, bytes]] = {}
 
     # ------------------------------------------------------------ reads
 
@@ -58,8 +61,20 @@ class Service:
             raise ApiError(503, f"{self.controller} is not leading and no leader answers")
         return view
 
-    def hosts(self, state: str | None) -> models.HostList:
-        return views.hosts(self._leader_view(), state)
+    def hosts_json(self, state: str | None) -> bytes:
+        """``GET /v1/hosts`` as JSON, built once per tick's view and state filter however
+        many clients ask (a dashboard polls it every 2 s; 10,000 hosts take ~0.4 s)."""
+        view = self._leader_view()
+        with self._cache_lock:
+            cached = self._hosts_cache.get(state)
+            if cached is not None and cached[0] is view:
+                return cached[1]
+        body = views.hosts(view, state).model_dump_json().encode()
+        with self._cache_lock:
+            if len(self._hosts_cache) > 16:
+                self._hosts_cache.clear()
+            self._hosts_cache[state] = (view, body)
+        return body
 
     def _known(self, view: EngineView, host: str) -> None:
         if host not in view.records:

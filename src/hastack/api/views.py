@@ -61,7 +61,8 @@ def _with_candidate(data: guards.GuardInput) -> guards.GuardInput:
     return dataclasses.replace(data, candidates=["(any host)"])
 
 
-def host(view: EngineView, name: str) -> models.HostView:
+def host(view: EngineView, name: str, open_ops: Mapping[str, str] | None = None) -> models.HostView:
+    """``open_ops``: host -> its open operation, when the caller has it for every host."""
     record = view.records.get(name) or HostRecord(name)
     snapshot = view.snapshot
     signals: list[models.SignalView] = []
@@ -75,9 +76,7 @@ def host(view: EngineView, name: str) -> models.HostView:
     if snapshot is not None:
         maintenance = name in snapshot.maintenance
     segment = view.settings.segments.get(name)
-    current = next(
-        (op.id for op in view.ops if op.subject == name and op.state == OpState.OPEN), None
-    )
+    current = (open_ops if open_ops is not None else _open_ops(view)).get(name)
     return models.HostView(
         name=name,
         state=record.state.value,
@@ -98,10 +97,14 @@ def fence_levels(view: EngineView, name: str) -> list[list[models.FenceDeviceVie
     ]
 
 
+def _open_ops(view: EngineView) -> dict[str, str]:
+    return {op.subject: op.id for op in view.ops if op.state == OpState.OPEN}
+
+
 def hosts(view: EngineView, state: str | None) -> models.HostList:
-    names = sorted(view.records)
-    out = [host(view, n) for n in names]
-    return models.HostList(hosts=[h for h in out if state is None or h.state == state])
+    names = sorted(n for n, r in view.records.items() if state is None or r.state.value == state)
+    open_ops = _open_ops(view)
+    return models.HostList(hosts=[host(view, n, open_ops) for n in names])
 
 
 def host_detail(view: EngineView, name: str, ops: Sequence[Operation]) -> models.HostDetail:
