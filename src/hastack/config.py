@@ -139,10 +139,28 @@ class KeystoneAuthConfig(_Strict):
     cache: float = Field(60.0, ge=0, le=3600, description="seconds a validated token is trusted")
 
 
+class ApiTls(_Strict):
+    """HTTPS for the API: tokens cross the network in every request."""
+
+    cert_file: str = Field(description="PEM certificate (chain) the API presents")
+    key_file: str = Field(description="its PEM private key")
+    ca_file: str | None = Field(
+        None, description="CA bundle to verify other controllers with when forwarding"
+    )
+
+    @model_validator(mode="after")
+    def _readable(self) -> ApiTls:
+        for path in (self.cert_file, self.key_file, self.ca_file):
+            if path is not None and not os.access(path, os.R_OK):
+                raise ValueError(f"{path}: not a readable file")
+        return self
+
+
 class ApiConfig(_Strict):
     listen: str | None = Field(
         "127.0.0.1:7480", description="address:port of the REST API and dashboard; null: off"
     )
+    tls: ApiTls | None = None
     advertise: str | None = Field(
         None, description="the URL other controllers reach this one at (default: from listen)"
     )

@@ -5,13 +5,16 @@ leader."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import requests
 import yaml
 
+from hastack.cli.main import main
 from hastack.config import load_config
 from hastack.controller import build_controller
 from hastack.sim import faults
@@ -227,3 +230,29 @@ def test_a_follower_forwards_to_the_leader(cloud: Callable[..., Harness]) -> Non
         follower.engine.stop()
         thread.join(timeout=30)
         follower.close()
+
+
+def test_https_with_the_configured_certificate(
+    cloud: Callable[..., Harness], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hastack.sim.bmc.tls import ensure_self_signed_cert  # noqa: PLC0415
+
+    h = cloud(hosts=2, instances=2)
+    cert, key = ensure_self_signed_cert(h.workdir / "tls", names=("127.0.0.1",))
+    url = _api(h, tls={"cert_file": str(cert), "key_file": str(key)})
+    assert url.startswith("https://127.0.0.1:")
+    r = requests.get(url + "/v1/whoami", headers={"X-Auth-Token": READER}, verify=cert, timeout=5)
+    assert r.json()["name"] == "bob"
+    # the CLI: refused without the CA, fine with it
+    cli = ["status", "--url", url, "--token", READER, "-f", "json"]
+    assert main(cli) == 1
+    assert "--cacert" in capsys.readouterr().err
+    assert main([*cli, "--cacert", str(cert)]) == 0
+    assert json.loads(capsys.readouterr().out)["leading"] is True
+    plain = url.replace("https://", "http://")
+    try:
+        answer = requests.get(plain + "/healthz", timeout=5)
+    except requests.ConnectionError:
+        pass  # refused outright: good
+    else:
+        assert answer.status_code >= 400, "served plain HTTP on the TLS port"

@@ -62,7 +62,11 @@ def create_app(
     service: Service,
     auth: Authenticator,
     metrics: Callable[[], tuple[bytes, str]] | None = None,
+    *,
+    verify: bool | str = True,
 ) -> FastAPI:
+    """``verify``: how a follower checks the leader's certificate when forwarding (a CA
+    bundle's path, or True for the system's)."""
     app = FastAPI(
         title="hastack",
         version=__version__,
@@ -112,7 +116,7 @@ def create_app(
         url = await run_in_threadpool(service.leader_url)
         if url is None:
             return await call_next(request)
-        return await _forward(request, url)
+        return await _forward(request, url, verify)
 
     # ---------------------------------------------------------------- unauthenticated
 
@@ -272,7 +276,7 @@ def _cluster_route(
     )
 
 
-async def _forward(request: Request, base: str) -> Response:
+async def _forward(request: Request, base: str, verify: bool | str) -> Response:
     body = await request.body()
     headers = {k: v for k, v in request.headers.items() if k.lower() in _PASSED}
     headers[FORWARDED] = "1"
@@ -281,7 +285,9 @@ async def _forward(request: Request, base: str) -> Response:
         url += "?" + request.url.query
 
     def call() -> requests.Response:
-        return requests.request(request.method, url, data=body, headers=headers, timeout=30)
+        return requests.request(
+            request.method, url, data=body, headers=headers, timeout=30, verify=verify
+        )
 
     try:
         answer = await run_in_threadpool(call)

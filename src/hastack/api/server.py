@@ -48,17 +48,29 @@ class ApiServer:
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         if host in ("0.0.0.0", "::"):
             shown = socket.getfqdn()
-        self.url = config.api.advertise or f"http://{shown}:{bound}"
+        tls = config.api.tls
+        scheme = "https" if tls else "http"
+        self.url = config.api.advertise or f"{scheme}://{shown}:{bound}"
         self.service = Service(
             engine, store, controller=config.controller.name, profile=config.profile
         )
         self.metrics = Metrics(engine)
         engine.listeners.append(self.metrics.listener)
         self.app = create_app(
-            self.service, Authenticator(config.api, keystone), self.metrics.render
+            self.service,
+            Authenticator(config.api, keystone),
+            self.metrics.render,
+            verify=(tls.ca_file or True) if tls else True,
         )
         self._server = uvicorn.Server(
-            uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
+            uvicorn.Config(
+                self.app,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                ssl_certfile=tls.cert_file if tls else None,
+                ssl_keyfile=tls.key_file if tls else None,
+            )
         )
         self._thread: threading.Thread | None = None
         self._advertised: int | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
 import sys
 import time
@@ -60,12 +61,19 @@ def connection_options() -> argparse.ArgumentParser:
         "--os-cloud", help="use a Keystone token for this cloud of clouds.yaml (env OS_CLOUD)"
     )
     group.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    group.add_argument(
+        "--cacert",
+        type=Path,
+        help="CA bundle to verify an https API with (env HASTACK_CACERT; default: system CAs)",
+    )
     return parent
 
 
 def connect(args: argparse.Namespace) -> ApiClient:
     token = resolve_token(args.token, args.token_file, args.os_cloud)
-    return ApiClient(resolve_url(args.url), token, timeout=args.timeout)
+    cacert = args.cacert or os.environ.get("HASTACK_CACERT")
+    verify = str(cacert) if cacert else True
+    return ApiClient(resolve_url(args.url), token, timeout=args.timeout, verify=verify)
 
 
 def count(text: str) -> int:

@@ -107,11 +107,16 @@ class ApiClient:
         token: str | None,
         timeout: float = 10.0,
         session: requests.Session | None = None,
+        *,
+        verify: bool | str = True,
     ) -> None:
+        """``verify``: a CA bundle's path for an https API with a private CA (passed with each
+        request: requests lets $REQUESTS_CA_BUNDLE override a session's own setting)."""
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.session = session or requests.Session()
+        self.verify = verify
 
     # ------------------------------------------------------------ reads
 
@@ -187,10 +192,16 @@ class ApiClient:
                 json=json_body,
                 headers=headers,
                 timeout=self.timeout,
+                verify=self.verify,
             )
         except requests.Timeout:
             raise ApiError(
                 f"the hastack API at {self.url} did not answer within {self.timeout:g}s"
+            ) from None
+        except requests.exceptions.SSLError:
+            raise ApiError(
+                f"the hastack API at {self.url} presented a certificate this client cannot "
+                "verify: give its CA with --cacert or $HASTACK_CACERT"
             ) from None
         except requests.ConnectionError as exc:
             raise ApiError(f"cannot reach the hastack API at {self.url}: {_why(exc)}") from None
