@@ -114,8 +114,8 @@ class Driver:
         self.running.discard((run.op, run.step))
         self.ops[run.op] = recovery.apply_outcome(self.ops[run.op], outcome, self.settings, now)
 
-    def op(self) -> Operation:
-        (op,) = self.ops.values()
+    def op(self, host: str | None = None) -> Operation:
+        (op,) = [o for o in self.ops.values() if host is None or o.subject == host]
         return op
 
 
@@ -227,6 +227,36 @@ def test_a_heartbeat_from_before_the_fence_does_not_rejoin_the_host() -> None:
     assert "waiting for the host to come back" in d.op().step(recovery.REJOIN).result  # type: ignore[union-attr]
     d.decide(snap(t + 2, {"c0"}, services=service(t + 1.5), **cleaned))
     assert [r.args["host"] for _, r in d.all_runs if r.action == "rejoin"] == ["c0"]
+
+
+def test_an_evacuation_whose_target_died_and_was_fenced_is_retried_elsewhere() -> None:
+    # Nova would wait forever on a rebuild cast to a dead compute; once that host is proven
+    # off, the evacuation goes elsewhere (before the proof, its VMs could still run there).
+    d = Driver(settings_for(retries=2))
+    t = drive_to_evacuating(d, 1)
+    d.decide(snap(t + 1, {"c0"}))
+    (issued,) = [r for _, r in d.all_runs if r.action == "evacuate"]
+    d.finish(issued, t + 1, issued=True)
+    target = issued.args["target"]
+    stuck = EvacuationStatus(
+        "vm0", EvacuationPhase.RUNNING, "c0", "REBUILD", "rebuilding", "accepted", target
+    )
+    lost = {"c0", target}
+    for now in range(int(t) + 2, int(t) + 8):  # the target fails; its recovery fences it
+        d.decide(snap(float(now), lost, evacuations={"vm0": stuck}))
+        step = d.op("c0").step("evacuate:vm0")
+        assert step.state == StepState.RUNNING, "not retried before the target is proven off"
+        fences = [r for _, r in d.all_runs if r.action == "fence" and r.args["host"] == target]
+        if fences and (d.op(target).id, "fence") in d.running:
+            d.finish(fences[-1], float(now), attempts=(off(0, f"ipmi {target}", float(now)),))
+            break
+    d.decide(snap(now + 1.0, lost, evacuations={"vm0": stuck}))  # the proof is recorded
+    assert d.op("c0").step("evacuate:vm0").state == StepState.RUNNING
+    d.decide(snap(now + 2.0, lost, evacuations={"vm0": stuck}))
+    step = d.op("c0").step("evacuate:vm0")
+    assert step.state == StepState.PENDING and step.params["retarget"], step
+    assert f"its target {target} failed and was fenced" in step.result
+    assert target in step.params["tried"]
 
 
 def test_failed_evacuation_is_retried_elsewhere_then_given_up() -> None:

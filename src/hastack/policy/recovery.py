@@ -244,9 +244,10 @@ def decide(
     budget = [max(0, settings.max_parallel - in_flight)]
     changed_ids = {op.id for op in writes}
     avoid = frozenset(h for h, r in new_records.items() if r.state != HostState.OK)
+    fenced = frozenset(h for h, op in open_by_host.items() if proof_of(op) is not None)
     for op in list(open_by_host.values()):
         advanced = _advance(
-            op, snapshot, running, settings, (budget, avoid), runs, events, stop_all
+            op, snapshot, running, settings, (budget, avoid, fenced), runs, events, stop_all
         )
         if advanced is not op and op.id not in changed_ids:
             writes.append(advanced)
@@ -461,14 +462,15 @@ def _advance(  # noqa: PLR0917
     snapshot: Snapshot,
     running: set[tuple[str, str]],
     settings: Settings,
-    limits: tuple[list[int], frozenset[str]],
+    limits: tuple[list[int], frozenset[str], frozenset[str]],
     runs: list[Run],
     events: list[Event],
     stop_all: bool,
 ) -> Operation:
     """Advance one recovery.  ``limits``: the evacuation budget left this pass (shared by all
-    recoveries) and the hosts not to place onto (any host not ``ok``: suspect ones included)."""
-    budget, avoid = limits
+    recoveries), the hosts not to place onto (any host not ``ok``: suspect ones included) and
+    the hosts proven off by their own open recovery."""
+    avoid = limits[1]
     w = OpEdit(op, snapshot.now)
     host = op.subject
     fence = op.step(FENCE)
@@ -493,7 +495,7 @@ def _advance(  # noqa: PLR0917
             return w.op
         _make_plan(w, workload, settings, avoid)
         events.append(Event(host, f"plan: {w.op.step(PLAN).result}"))  # type: ignore[union-attr]
-    _advance_evacuations(w, snapshot, running, settings, (budget, avoid), runs, events)
+    _advance_evacuations(w, snapshot, running, settings, limits, runs, events)
     rejoin = w.op.step(REJOIN)
     if rejoin is not None and rejoin.state != StepState.DONE and _ready_for(w.op, REJOIN):
         _advance_rejoin(w, rejoin, snapshot, running, settings, runs)
@@ -646,11 +648,11 @@ def _advance_evacuations(  # noqa: PLR0917
     snapshot: Snapshot,
     running: set[tuple[str, str]],
     settings: Settings,
-    limits: tuple[list[int], frozenset[str]],
+    limits: tuple[list[int], frozenset[str], frozenset[str]],
     runs: list[Run],
     events: list[Event],
 ) -> None:
-    budget, avoid = limits
+    budget, avoid, fenced = limits
     host = w.op.subject
     evacs = _evacuations(w.op)
     # confirmations first: they free capacity for the pending ones
@@ -661,6 +663,12 @@ def _advance_evacuations(  # noqa: PLR0917
         if status is None:
             if s.params.get("phase") == "pending":  # written before a crash: check the world
                 runs.append(Run(w.op.id, s.id, "evacuate", _evac_args(host, s, check=True)))
+            continue
+        target = status.destination or s.params.get("target")
+        if status.phase != EvacuationPhase.DONE and target in fenced and target != host:
+            # its target died and was fenced mid-rebuild: Nova would wait forever on it
+            why = f"its target {target} failed and was fenced before it finished"
+            _retry_or_fail(w, s, why, settings, events)
             continue
         _confirm(w, s, status, settings, runs, events)
     # then new issues, wave by wave, within the concurrency budget
