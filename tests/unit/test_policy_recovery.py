@@ -257,6 +257,8 @@ def test_an_evacuation_whose_target_died_and_was_fenced_is_retried_elsewhere() -
     assert step.state == StepState.PENDING and step.params["retarget"], step
     assert f"its target {target} failed and was fenced" in step.result
     assert target in step.params["tried"]
+    # Nova left it in REBUILD: the retry resets it and ignores the dead target's migration
+    assert step.params["reset"] and step.params["abandoned"] == target
 
 
 def test_failed_evacuation_is_retried_elsewhere_then_given_up() -> None:

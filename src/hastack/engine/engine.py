@@ -764,7 +764,8 @@ class Engine:
             status = self.compute.evacuation_status(instance, host)
             if status.phase == "done":
                 return recovery.Outcome(run, True, "", already=f"already on {status.host}")
-            if status.phase == "running":
+            stale = args.get("abandoned") and status.destination == args["abandoned"]
+            if status.phase == "running" and not stale:
                 return recovery.Outcome(run, True, "", already="evacuation already under way")
             if status.host not in (None, host) and status.status:
                 return recovery.Outcome(

@@ -669,6 +669,9 @@ def _advance_evacuations(  # noqa: PLR0917
             # its target died and was fenced mid-rebuild: Nova would wait forever on it
             why = f"its target {target} failed and was fenced before it finished"
             _retry_or_fail(w, s, why, settings, events)
+            if w.op.step(s.id).state == StepState.PENDING:  # type: ignore[union-attr]
+                # Nova leaves it in REBUILD: reset it, and do not wait on that migration
+                w.set(s.id, params={"reset": True, "abandoned": target})
             continue
         _confirm(w, s, status, settings, runs, events)
     # then new issues, wave by wave, within the concurrency budget
@@ -699,6 +702,7 @@ def _evac_args(host: str, s: Step, *, check: bool) -> dict[str, Any]:
         "target": s.params.get("target"),
         "reset": bool(s.params.get("reset")),
         "check": check,
+        "abandoned": s.params.get("abandoned"),  # a dead, fenced target's migration to ignore
     }
 
 
@@ -777,6 +781,8 @@ def _retarget(
     if inst is None:  # no longer listed on the failed host: let the issue step check Nova
         w.set(s.id, params={"retarget": False})
         return True
+    if s.params.get("abandoned"):  # stuck in REBUILD by a dead target: it will be reset
+        inst = dataclasses.replace(inst, status="ERROR", task_state=None)
     tried = {t for t in s.params.get("tried", []) if t}
     destinations = [d for d in workload.destinations if d.host not in tried | avoid]
     plan = evac_policy.plan_evacuation(
