@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 DEBS := fence-agents ipmitool etcd-server chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: all setup debs oracle lint test test-fast demo demo-ha bench screenshot clean
+.PHONY: all setup debs oracle lint test test-fast demo demo-ha bench chaos screenshot clean
 
 all: test
 
@@ -63,6 +63,12 @@ demo-ha: setup debs
 bench: setup debs
 	bash scripts/oracle-venv.sh neutron
 	$(BIN)/python -m bench
+
+# A long fault campaign (make test runs a fixed sample of 300 seeds): N seeded runs, a JSON
+# report, and one summary line: "N runs, F faults, C invariant checks, V violations".
+N ?= 1000
+chaos: setup
+	$(BIN)/python -m hastack.chaos run --runs $(N) --report chaos-report.json
 
 # The README's dashboard picture, taken by the browser test (a power loss mid-recovery).
 screenshot: setup debs
