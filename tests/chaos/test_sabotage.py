@@ -17,7 +17,7 @@ from hastack.chaos.invariants import Violation
 from hastack.chaos.run import Run, play
 from hastack.domain.fencing import FenceProof, ProofKind
 from hastack.engine.engine import Engine
-from hastack.policy import fencing, guards, recovery
+from hastack.policy import fencing, guards, netrecovery, recovery
 from hastack.policy.evacuation import EvacuationPlan
 
 ISOLATED = Plan(seed=3, hosts=6, instances=18, controllers=1,
@@ -29,6 +29,9 @@ PAUSED = Plan(seed=6, hosts=6, instances=18, controllers=1,
                       Event(5.0, "power", "compute02")))  # fmt: skip
 POWER = Plan(seed=7, hosts=6, instances=18, controllers=1,
              events=(Event(5.0, "power", "compute03"),))  # fmt: skip
+NODE_CUT_OFF = Plan(seed=8, hosts=5, instances=10, network_nodes=2, routers=6, controllers=1,
+                    events=(Event(4.0, "bmc-dead", "network01"),  # it cannot be fenced
+                            Event(5.0, "net-isolate", "network01")))  # fmt: skip
 
 
 def _caught(plan: Plan, invariant: str) -> str:
@@ -90,6 +93,16 @@ def test_an_ignored_operator_pause_is_caught(monkeypatch: pytest.MonkeyPatch) ->
     outcome = play(PAUSED)
     assert invariant_of(outcome.violation) == "invariant 5", outcome.violation
     assert "operator pause" in (outcome.violation or "")
+
+
+def test_routers_moved_off_a_node_not_proven_off_are_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _caught(NODE_CUT_OFF, "invariant 2")
+    monkeypatch.setattr(netrecovery, "move_proof", lambda *_: "sabotaged: no proof needed")
+    outcome = play(NODE_CUT_OFF)
+    assert invariant_of(outcome.violation) == "invariant 2", outcome.violation
+    assert "moved off network01 without a fence proof" in (outcome.violation or "")
 
 
 def test_instances_left_behind_without_a_verdict_are_caught(

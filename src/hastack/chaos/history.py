@@ -28,6 +28,7 @@ KINDS: dict[str, str] = {
     "nova-5xx": "every Nova call fails for a while",
     "nova-slow": "every Nova call takes seconds for a while",
     "neutron-5xx": "every Neutron call fails for a while",
+    "neutron-slow": "every Neutron call takes seconds for a while",
     "store-outage": "the store (etcd) answers no one for a while (quorum lost, member loss)",
     "store-cut": "one controller is cut off from the store",
     "leader-crash": "the leader dies at its n-th side effect from now (before or after it)",
@@ -100,6 +101,7 @@ WEIGHTS: dict[str, int] = {
     "nova-5xx": 3,
     "nova-slow": 2,
     "neutron-5xx": 2,
+    "neutron-slow": 1,
     "store-outage": 2,
     "store-cut": 2,
     "leader-crash": 4,
@@ -157,7 +159,8 @@ def _draw(
         if rng.random() < 0.7:
             out.append(Event(at + rng.randint(0, 10), rng.choice(("power", "hang")), host))
         return out
-    if kind in ("nova-5xx", "nova-slow", "neutron-5xx", "store-outage", "store-cut"):
+    if kind in ("nova-5xx", "nova-slow", "neutron-5xx", "neutron-slow", "store-outage",
+                "store-cut"):  # fmt: skip
         return [Event(at, kind, "", float(rng.randint(2, 30)), rng.randint(1, 5))]
     if kind == "leader-crash":
         # often during a recovery: a host fails first

@@ -23,6 +23,7 @@ from hastack.engine.engine import LEADER
 from hastack.engine.journal import Journal, Operation, OpState, StepState
 from hastack.errors import StoreUnavailable
 from hastack.policy import recovery
+from hastack.sim.bmc.backend import BmcCondition
 
 if TYPE_CHECKING:
     from hastack.chaos.run import Action, Run
@@ -87,6 +88,8 @@ class Checker:
                 f"invariant 5: {action.controller} (epoch {action.epoch}) did {action.kind} "
                 f"{action.target} while {held} held the lease"
             )
+        if action.kind == "remove_router":
+            self._router_move(action)
         for start, end in self.run.pauses:
             # the tick that reads the pause is the first bound by it
             if start + 1.0 <= action.at < end:
@@ -94,6 +97,33 @@ class Checker:
                     f"invariant 5: {action.controller} did {action.kind} {action.target} at "
                     f"{action.at:.0f}s during an operator pause ({start:.0f}-{end:.0f}s)"
                 )
+
+    def _router_move(self, action: Action) -> None:
+        """Invariant 2 for routers: a legacy router (or a DVR router's SNAT part) leaves a
+        node only once the node is proven off: its recovery holds a fence proof, or its BMC
+        (answering, not lying) reads power off, as hastack's network HA counts it."""
+        self.checks += 1
+        agent_id, _, router_id = action.target.partition(" ")
+        world = self.run.world
+        with world.lock:
+            neutron = world.neutron
+            agent, router = neutron.agents.get(agent_id), neutron.routers.get(router_id)
+            if agent is None or router is None or router.ha:
+                return
+            host = world.hosts.get(agent.host)
+            reads_off = (
+                host is not None
+                and not host.power_on
+                and host.bmc_condition == BmcCondition.OK
+                and host.name not in self.run.lying
+            )
+        proven = reads_off or any(
+            op.subject == agent.host and recovery.proof_of(op) is not None for op in self._journal()
+        )
+        if not proven:
+            self._later(
+                f"invariant 2: router {router_id} moved off {agent.host} without a fence proof"
+            )
 
     def after_tick(self) -> None:
         if self.found:

@@ -115,7 +115,8 @@ class _Effects:
             return target
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            self._run.effect(self._slot, attr, str(args[0]) if args else "", after=False)
+            what = " ".join(str(a) for a in args[:2])  # an instance, a host; agent and router
+            self._run.effect(self._slot, attr, what, after=False)
             result = target(*args, **kwargs)
             self._run.effect(self._slot, attr, "", after=True)
             return result
@@ -188,6 +189,7 @@ class Run:
         self.nova_down_until = -1.0
         self.nova_slow: tuple[float, float] = (-1.0, 0.0)  # until, seconds per call
         self.neutron_down_until = -1.0
+        self.neutron_slow: tuple[float, float] = (-1.0, 0.0)
         self.lying: set[str] = set()
         self.pauses: list[tuple[float, float]] = []  # operator pauses: [start, end)
         self._pausing = 0
@@ -264,8 +266,12 @@ class Run:
             self.clock.advance(seconds)
 
     def _neutron(self, operation: str) -> None:
-        if self.clock.now() < self.neutron_down_until:
+        now = self.clock.now()
+        if now < self.neutron_down_until:
             raise TransientError(f"injected Neutron 503 on {operation}")
+        until, seconds = self.neutron_slow
+        if now < until:
+            self.clock.advance(seconds)
 
     def slot(self, name: str) -> Slot:
         return next(s for s in self.slots if s.name == name)
@@ -326,6 +332,8 @@ class Run:
             self.nova_slow = (now + event.duration, float(event.arg))
         elif kind == "neutron-5xx":
             self.neutron_down_until = now + event.duration
+        elif kind == "neutron-slow":
+            self.neutron_slow = (now + event.duration, float(event.arg))
         elif kind == "store-outage":
             self.store_down_until = now + event.duration
         elif kind == "store-cut":
