@@ -24,6 +24,7 @@ from hastack.engine.journal import Journal, Operation, OpState, StepState
 from hastack.errors import StoreUnavailable
 from hastack.policy import recovery
 from hastack.sim.bmc.backend import BmcCondition
+from hastack.sim.truth import split_brains
 
 if TYPE_CHECKING:
     from hastack.chaos.run import Action, Run
@@ -129,18 +130,7 @@ class Checker:
         if self.found:
             self._violate(self.found[0])
         self.checks += 1
-        with self.run.world.lock:
-            doubles = {
-                i.name: sorted(i.running_on)
-                for i in self.run.world.instances.values()
-                if len(i.running_on) > 1
-            }
-            neutron = self.run.world.neutron
-            doubled = {
-                r.id: sorted(neutron.forwarding(r.id))
-                for r in neutron.routers.values()
-                if not r.ha and len(neutron.forwarding(r.id)) > 1
-            }
+        doubles, doubled = split_brains(self.run.world)
         if doubles:
             self._violate(f"invariant 1: instances running on two hosts: {doubles}")
         if doubled:

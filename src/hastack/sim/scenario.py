@@ -43,6 +43,7 @@ from hastack.sim.build import CloudSpec, build_world
 from hastack.sim.drivers import SimCompute
 from hastack.sim.fence import SimBmc
 from hastack.sim.network_driver import SimNetwork
+from hastack.sim.truth import split_brains
 from hastack.sim.world import SimConfig, World
 
 
@@ -235,21 +236,9 @@ class Scenario:
     # ------------------------------------------------------------ invariants and views
 
     def check_invariants(self) -> None:
-        with self.world.lock:
-            doubles = {
-                i.id: sorted(i.running_on)
-                for i in self.world.instances.values()
-                if len(i.running_on) > 1
-            }
+        doubles, doubled = split_brains(self.world)
         if doubles:
             self._violate(f"instances running on two hosts: {doubles}")
-        with self.world.lock:
-            state = self.world.neutron
-            doubled = {
-                r.id: sorted(state.forwarding(r.id))
-                for r in state.routers.values()
-                if not r.ha and len(state.forwarding(r.id)) > 1
-            }
         if doubled:
             self._violate(f"routers forwarding on two hosts: {doubled}")
         if self.unproven:
