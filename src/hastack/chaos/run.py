@@ -405,6 +405,7 @@ class Run:
         self.clock.advance(TICK)
 
     def _replace(self, slot: Slot) -> None:
+        slot.engine.lease = None  # a dead process releases nothing: its lease runs out
         slot.engine.close()
         fresh = self._slot(slot.name.partition(".")[0])
         self.slots[self.slots.index(slot)] = fresh
