@@ -225,56 +225,60 @@ def _applied(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "dynamic configuration" in r.getMessage()]
 
 
-def test_the_leader_applies_a_change_from_the_next_tick(
+@pytest.fixture
+def leader(
     cloud: tuple[VirtualClock, World, pathlib.Path], caplog: pytest.LogCaptureFixture
-) -> None:
+) -> Iterator[tuple[VirtualClock, Controller]]:
+    """One controller on the cloud, the engine's log captured."""
     clock, world, path = cloud
     ctl = Controller("ctl-1", path, clock, world)
     caplog.set_level(logging.INFO, logger="hastack.engine.engine")
     try:
-        assert ctl.engine.tick().leader
-        assert ctl.engine.settings.max_parallel == 20 and not _applied(caplog)
-        assign = {"recovery.max_parallel": 5, "profile": "fast", "network.max_parallel": 7}
-        rev = dynamic.update(ctl.store, ctl.config, assign=assign).revision
-        clock.advance(1.0)
-        ctl.engine.tick()
-        assert ctl.engine.settings.max_parallel == 5
-        assert ctl.engine.settings.profile.name == "fast"
-        assert ctl.engine.net_settings.max_parallel == 7
-        assert ctl.probe.profile.name == "fast"  # the probe counts against the new profile
-        assert _applied(caplog) == [
-            f"dynamic configuration revision {rev} applied: profile default -> fast; "
-            "recovery.max_parallel 20 -> 5; network.max_parallel 100 -> 7"
-        ]
-        caplog.clear()
-        clock.advance(1.0)
-        ctl.engine.tick()  # same revision: nothing rebuilt, nothing logged
-        assert not _applied(caplog)
+        yield clock, ctl
     finally:
         ctl.close()
+
+
+def test_the_leader_applies_a_change_from_the_next_tick(
+    leader: tuple[VirtualClock, Controller], caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, ctl = leader
+    assert ctl.engine.tick().leader
+    assert ctl.engine.settings.max_parallel == 20 and not _applied(caplog)
+    assign = {"recovery.max_parallel": 5, "profile": "fast", "network.max_parallel": 7}
+    rev = dynamic.update(ctl.store, ctl.config, assign=assign).revision
+    clock.advance(1.0)
+    ctl.engine.tick()
+    assert ctl.engine.settings.max_parallel == 5
+    assert ctl.engine.settings.profile.name == "fast"
+    assert ctl.engine.net_settings.max_parallel == 7
+    assert ctl.probe.profile.name == "fast"  # the probe counts against the new profile
+    assert _applied(caplog) == [
+        f"dynamic configuration revision {rev} applied: profile default -> fast; "
+        "recovery.max_parallel 20 -> 5; network.max_parallel 100 -> 7"
+    ]
+    caplog.clear()
+    clock.advance(1.0)
+    ctl.engine.tick()  # same revision: nothing rebuilt, nothing logged
+    assert not _applied(caplog)
 
 
 def test_an_invalid_stored_document_keeps_the_settings_and_is_logged_once(
-    cloud: tuple[VirtualClock, World, pathlib.Path], caplog: pytest.LogCaptureFixture
+    leader: tuple[VirtualClock, Controller], caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock, world, path = cloud
-    ctl = Controller("ctl-1", path, clock, world)
-    caplog.set_level(logging.INFO, logger="hastack.engine.engine")
-    try:
-        dynamic.update(ctl.store, ctl.config, assign={"recovery.retries": 1})
-        ctl.engine.tick()
-        for bad in ('{"recovery": {"retries": 99}}', "{not json", '{"store": {"path": "/x"}}'):
-            caplog.clear()
-            ctl.store.put(dynamic.KEY, bad)  # by hand, past the CLI's validation
-            for _ in range(2):
-                clock.advance(1.0)
-                report = ctl.engine.tick()
-                assert report.leader, report.verdict  # still leading, still acting
-            assert ctl.engine.settings.retries == 1
-            errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-            assert len(errors) == 1 and "settings unchanged" in errors[0].getMessage()
-    finally:
-        ctl.close()
+    clock, ctl = leader
+    dynamic.update(ctl.store, ctl.config, assign={"recovery.retries": 1})
+    ctl.engine.tick()
+    for bad in ('{"recovery": {"retries": 99}}', "{not json", '{"store": {"path": "/x"}}'):
+        caplog.clear()
+        ctl.store.put(dynamic.KEY, bad)  # by hand, past the CLI's validation
+        for _ in range(2):
+            clock.advance(1.0)
+            report = ctl.engine.tick()
+            assert report.leader, report.verdict  # still leading, still acting
+        assert ctl.engine.settings.retries == 1
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and "settings unchanged" in errors[0].getMessage()
 
 
 def test_a_controller_that_leads_later_picks_up_the_overrides(
