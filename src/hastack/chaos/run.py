@@ -22,7 +22,6 @@ import dataclasses
 import json
 import random
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -325,7 +324,7 @@ class Run:
         elif kind.startswith("bmc-"):
             faults.fail(self.world, target, kind)
         elif kind == "flap":
-            self._flap(target, now, event.duration, max(1, event.arg))
+            self._flap(target, event.duration, max(1, event.arg))
         elif kind == "nova-5xx":
             self.nova_down_until = now + event.duration
         elif kind == "nova-slow":
@@ -358,7 +357,8 @@ class Run:
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
 
-    def _flap(self, host: str, now: float, duration: float, times: int) -> None:
+    def _flap(self, host: str, duration: float, times: int) -> None:
+        """``times`` cuts of ``host``'s network, each undone, spread over ``duration``."""
         period = max(2.0, duration / (2 * times))
         for i in range(2 * times):
             isolated = i % 2 == 0
@@ -370,7 +370,6 @@ class Run:
                         self.world.set_physical(h, isolated=isolated)
 
             self.clock.call_later(i * period, toggle)
-        del now
 
     def _operator_pause(self, now: float, duration: float) -> None:
         """hastack's pause is one cluster-wide flag: of overlapping pauses, the last to end
@@ -461,6 +460,3 @@ class Outcome:
 
 def play(plan: Plan) -> Outcome:
     return Run(plan).play()
-
-
-Player = Callable[[Plan], Outcome]
