@@ -52,7 +52,7 @@ test-fast: setup
 	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
 
 demo: setup debs
-	$(BIN)/python -m hastack demo
+	$(BIN)/python -m hastack demo $(DEMO_ARGS)
 
 # hastack's own HA: a 3-member etcd cluster, the simulator and three controllers; the leader is
 # killed mid-recovery. DEMO_ARGS=--keep-running keeps it all up until Ctrl-C.
