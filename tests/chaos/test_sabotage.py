@@ -34,6 +34,12 @@ NODE_CUT_OFF = Plan(seed=8, hosts=5, instances=10, network_nodes=2, routers=6, c
                             Event(5.0, "net-isolate", "network01")))  # fmt: skip
 
 
+def proven_at_once(host: str, *_: Any, **__: Any) -> fencing.FencingStep:
+    """The sabotaged fencing policy: every host proven off at once, no device called."""
+    proof = FenceProof(host, ProofKind.POWER_OFF, "nobody", 0.0, "sabotage")
+    return fencing.FencingStep(fencing.StepKind.PROVEN, "sabotaged", proof=proof)
+
+
 def _caught(plan: Plan, invariant: str) -> str:
     assert play(plan).violation is None, "the history must pass with hastack intact"
     return invariant
@@ -41,10 +47,6 @@ def _caught(plan: Plan, invariant: str) -> str:
 
 def test_fencing_skipped_runs_a_vm_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     _caught(ISOLATED, "invariant 1")
-
-    def proven_at_once(host: str, *_: Any, **__: Any) -> fencing.FencingStep:
-        proof = FenceProof(host, ProofKind.POWER_OFF, "nobody", 0.0, "sabotage")
-        return fencing.FencingStep(fencing.StepKind.PROVEN, "sabotaged", proof=proof)
 
     monkeypatch.setattr(recovery.fence_policy, "next_step", proven_at_once)
     outcome = play(ISOLATED)
@@ -121,10 +123,6 @@ def test_instances_left_behind_without_a_verdict_are_caught(
 def test_a_failing_history_shrinks_to_the_events_that_matter(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def proven_at_once(host: str, *_: Any, **__: Any) -> fencing.FencingStep:
-        proof = FenceProof(host, ProofKind.POWER_OFF, "nobody", 0.0, "sabotage")
-        return fencing.FencingStep(fencing.StepKind.PROVEN, "sabotaged", proof=proof)
-
     monkeypatch.setattr(recovery.fence_policy, "next_step", proven_at_once)
     noisy = dataclasses.replace(
         ISOLATED,
