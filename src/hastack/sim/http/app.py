@@ -1,4 +1,4 @@
-"""The simulator's WSGI application and its threaded HTTP server on 127.0.0.1.
+"""The simulator's WSGI application and its HTTP server on 127.0.0.1.
 
 All faces share one port, devstack-style: ``/identity``, ``/compute/v2.1``, ``/placement``,
 ``/image``, plus ``/control`` for failure injection.  For every request the app checks the
@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.serving import make_server
+from cheroot import wsgi as cheroot_wsgi
 from werkzeug.wrappers import Request, Response
 
 from hastack.sim.errors import CloudError
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from hastack.sim.cloud import SimCloud
 
 log = logging.getLogger(__name__)
-# One line per request is noise for an operator watching the simulator: keep werkzeug's warnings.
-logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def default_faces() -> list[type[ApiFace]]:
@@ -109,12 +107,23 @@ def _is_version_document(sub: str) -> bool:
 
 
 class SimServer:
-    """Serves a :class:`SimApp` from a thread; ``port=0`` picks a free port."""
+    """Serves a :class:`SimApp` from a thread; ``port=0`` picks a free port.
+
+    cheroot (CherryPy's WSGI server) keeps HTTP/1.1 connections alive, as the web servers in
+    front of real OpenStack APIs do; werkzeug's development server, used before, closed every
+    connection, so each request cost both sides a new TCP connection and the server a new
+    thread.  ``THREADS`` requests run at once; idle kept-alive connections hold no thread."""
+
+    THREADS = 64
 
     def __init__(self, cloud: SimCloud, host: str = "127.0.0.1", port: int = 0) -> None:
         self.cloud = cloud
-        self._server = make_server(host, port, self._app, threaded=True)
-        self.port = self._server.port
+        self._server = cheroot_wsgi.Server(
+            (host, port), self._app, numthreads=self.THREADS, request_queue_size=256
+        )
+        self._server.keep_alive_conn_limit = 1024  # cheroot's default, 10, closes the rest
+        self._server.prepare()
+        self.port = self._server.bind_addr[1]
         cloud.base_url = f"http://{host}:{self.port}"
         self.app = SimApp(cloud)
         self._thread: threading.Thread | None = None
@@ -127,14 +136,11 @@ class SimServer:
         return self.cloud.base_url
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="sim-http", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve, name="sim-http", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
