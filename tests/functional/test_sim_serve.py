@@ -3,6 +3,7 @@ and real BMC clients changing the simulated world that openstacksdk then sees.""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import openstack
 import pytest
@@ -122,3 +124,34 @@ def test_fence_ipmilan_powers_off_a_host_and_nova_sees_it(sim: dict[str, Any]) -
     assert state == "down"
     assert fence_stdin("on").returncode == 0
     assert fence_stdin("status").returncode == 0
+
+
+def test_connections_are_kept_alive_like_a_real_api(sim: dict[str, Any]) -> None:
+    """Two requests on one TCP connection: the web servers in front of real OpenStack APIs keep
+    HTTP/1.1 connections open, and so must the simulator, or every client pays a connect."""
+    url = urlsplit(sim["state"]["base_url"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        for _ in range(2):
+            conn.request("GET", "/identity/v3")
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200
+            assert resp.getheader("Connection", "").lower() != "close"
+        assert conn.sock is not None  # still the first connection: nobody closed it
+    finally:
+        conn.close()
+
+
+def test_a_server_left_running_does_not_keep_the_process_alive(tmp_path: Path) -> None:
+    script = (
+        "from pathlib import Path\n"
+        "from hastack.sim.build import CloudSpec\n"
+        "from hastack.sim.runner import RunningSim, SimOptions\n"
+        "spec = CloudSpec(hosts=1, instances=0, network_nodes=0, routers=0, networks=0)\n"
+        f"workdir = Path({str(tmp_path)!r})\n"
+        "options = SimOptions(spec=spec, workdir=workdir, bmc=False, probe=False)\n"
+        "RunningSim(options).start()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], timeout=30, check=False)
+    assert done.returncode == 0

@@ -114,7 +114,7 @@ class SimServer:
     connection, so each request cost both sides a new TCP connection and the server a new
     thread.  ``THREADS`` requests run at once; idle kept-alive connections hold no thread."""
 
-    THREADS = 64
+    THREADS = 32
 
     def __init__(self, cloud: SimCloud, host: str = "127.0.0.1", port: int = 0) -> None:
         self.cloud = cloud
@@ -122,11 +122,29 @@ class SimServer:
             (host, port), self._app, numthreads=self.THREADS, request_queue_size=256
         )
         self._server.keep_alive_conn_limit = 1024  # cheroot's default, 10, closes the rest
-        self._server.prepare()
+        self._prepare()
         self.port = self._server.bind_addr[1]
         cloud.base_url = f"http://{host}:{self.port}"
         self.app = SimApp(cloud)
         self._thread: threading.Thread | None = None
+
+    def _prepare(self) -> None:
+        """Bind and start cheroot's worker threads from a daemon thread: threads inherit their
+        daemon flag from the thread that starts them, and a server nobody stopped must not keep
+        the process from exiting (werkzeug's server thread was a daemon too)."""
+        failed: list[BaseException] = []
+
+        def prepare() -> None:
+            try:
+                self._server.prepare()
+            except BaseException as exc:  # re-raised in the caller's thread below
+                failed.append(exc)
+
+        starter = threading.Thread(target=prepare, name="sim-http-start", daemon=True)
+        starter.start()
+        starter.join()
+        if failed:
+            raise failed[0]
 
     def _app(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         return self.app(environ, start_response)
