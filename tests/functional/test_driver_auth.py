@@ -44,18 +44,13 @@ def test_a_token_is_kept_across_requests_and_replaced_when_revoked(sim: RunningS
 
 
 @pytest.fixture(scope="module")
-def wrong_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    workdir = tmp_path_factory.mktemp("auth")
-    spec = CloudSpec(hosts=1, instances=0, network_nodes=1, routers=0, networks=0)
-    sim = RunningSim(SimOptions(spec=spec, workdir=workdir, bmc=False, probe=False)).start()
-    try:
-        path = Path(sim.files["clouds_yaml"])
-        clouds = yaml.safe_load(path.read_text())
-        clouds["clouds"]["hastack-sim"]["auth"]["password"] = "not-the-password"
-        path.write_text(yaml.safe_dump(clouds))
-        yield path
-    finally:
-        sim.stop()
+def wrong_password(sim: RunningSim, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The simulator's clouds.yaml, copied with a password Keystone refuses."""
+    clouds = yaml.safe_load(Path(sim.files["clouds_yaml"]).read_text())
+    clouds["clouds"]["hastack-sim"]["auth"]["password"] = "not-the-password"
+    path = tmp_path_factory.mktemp("wrong") / "clouds.yaml"
+    path.write_text(yaml.safe_dump(clouds))
+    return path
 
 
 def test_nova_driver_reports_a_refused_password(wrong_password: Path) -> None:
