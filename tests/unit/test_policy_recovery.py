@@ -178,6 +178,15 @@ def drive_to_evacuating(d: Driver, n: int = 5) -> float:
     return t + 2
 
 
+def issue_one(d: Driver) -> tuple[float, recovery.Run]:
+    """A one-VM recovery whose evacuation Nova has accepted: the time and the run."""
+    t = drive_to_evacuating(d, 1)
+    d.decide(snap(t + 1, {"c0"}))
+    (run,) = [r for _, r in d.all_runs if r.action == "evacuate"]
+    d.finish(run, t + 1, issued=True)
+    return t, run
+
+
 def status(vm: str, phase: EvacuationPhase, host: str, state: str = "ACTIVE") -> EvacuationStatus:
     return EvacuationStatus(vm, phase, host, state, None, "done", host)
 
@@ -233,10 +242,7 @@ def test_an_evacuation_whose_target_died_and_was_fenced_is_retried_elsewhere() -
     # Nova would wait forever on a rebuild cast to a dead compute; once that host is proven
     # off, the evacuation goes elsewhere (before the proof, its VMs could still run there).
     d = Driver(settings_for(retries=2))
-    t = drive_to_evacuating(d, 1)
-    d.decide(snap(t + 1, {"c0"}))
-    (issued,) = [r for _, r in d.all_runs if r.action == "evacuate"]
-    d.finish(issued, t + 1, issued=True)
+    t, issued = issue_one(d)
     target = issued.args["target"]
     stuck = EvacuationStatus(
         "vm0", EvacuationPhase.RUNNING, "c0", "REBUILD", "rebuilding", "accepted", target
@@ -263,10 +269,7 @@ def test_an_evacuation_whose_target_died_and_was_fenced_is_retried_elsewhere() -
 
 def test_failed_evacuation_is_retried_elsewhere_then_given_up() -> None:
     d = Driver(settings_for(retries=1))
-    t = drive_to_evacuating(d, 1)
-    d.decide(snap(t + 1, {"c0"}))
-    (first,) = [r for _, r in d.all_runs if r.action == "evacuate"]
-    d.finish(first, t + 1, issued=True)
+    t, first = issue_one(d)
     failed = EvacuationStatus(
         "vm0", EvacuationPhase.FAILED, "c0", "ERROR", None, "error", first.args["target"]
     )
